@@ -1,1 +1,3 @@
-//! Placeholder; see the crate issue.
+//! The Aether gateway (being assembled; see `issues show 3`).
+
+pub mod provider;
