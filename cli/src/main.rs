@@ -1,1 +1,5 @@
-fn main() {}
+//! The `aether` binary: everything is in the library, see [`cli`].
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}
