@@ -17,7 +17,7 @@ pub struct Cli {
     pub token: Option<String>,
 
     /// The gateway's URL [default: http://127.0.0.1:8080].
-    #[arg(long, global = true, env = "AETHER_API_URL")]
+    #[arg(long, global = true, env = "AETHER_API_URL", hide_env_values = true)]
     pub api_url: Option<String>,
 
     /// Print machine-readable JSON instead of tables and text.
