@@ -18,7 +18,15 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.cmd {
-        Cmd::Worker => rt.block_on(loadtests::worker::main()).map(|()| true),
+        Cmd::Worker => {
+            let r = rt.block_on(loadtests::worker::main());
+            if let Err(e) = &r {
+                eprintln!("aether-load worker: {e:#}");
+            }
+            // The worker's stdin reader sits in a blocking thread that a runtime shutdown would
+            // wait for; the outcome is written, so leave at once.
+            std::process::exit(if r.is_ok() { 0 } else { 2 });
+        }
         cmd => rt.block_on(loadtests::run::run(cmd)),
     };
     match result {

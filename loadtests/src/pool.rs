@@ -135,8 +135,10 @@ impl Pool {
                 None => bail!("workers gone"),
             }
         }
+        // Closing stdin tells a worker that is still around to go.
+        self.stdins.clear();
         for c in &mut self.children {
-            let _ = c.wait().await;
+            let _ = tokio::time::timeout(Duration::from_secs(10), c.wait()).await;
         }
         self.printer.abort();
         end_progress_line();
