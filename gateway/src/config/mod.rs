@@ -9,6 +9,28 @@
 //!
 //! Secrets are [`Secret`]s: `Debug` and the effective config printed by `check-config` show
 //! `MASKED`.
+//!
+//! A file sets only what it changes (`aether-gateway check-config` prints every field):
+//!
+//! ```toml
+//! listen = "0.0.0.0:8443"
+//! data_dir = "/var/lib/aether-gateway"
+//! idle_timeout = "15m"
+//! allowed_origins = ["https://app.example.com"]
+//!
+//! [auth]
+//! jwks_url = "https://PROJECT.supabase.co/auth/v1/.well-known/jwks.json"
+//! issuer = "https://PROJECT.supabase.co/auth/v1"
+//!
+//! [tls]
+//! cert = "/etc/aether-gateway/cert.pem"
+//! key = "/etc/aether-gateway/key.pem"
+//!
+//! [ws]
+//! ping_interval = "30s"
+//! ```
+//!
+//! Relative paths are relative to the working directory, not to the file.
 
 mod load;
 mod origin;
@@ -22,6 +44,7 @@ use serde::{Deserialize, Serialize};
 use crate::auth::{AuthSettings, Secret};
 
 pub use load::{ConfigError, ServeArgs, command_without_env, default_data_dir, load, parse_cli};
+pub use origin::is_loopback_host;
 
 /// Name of the default data directory under `$XDG_DATA_HOME` or `~/.local/share`.
 pub const DATA_DIR_NAME: &str = "aether-gateway";

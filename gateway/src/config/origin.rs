@@ -63,6 +63,30 @@ pub(super) fn allowed(
         .any(|c| c == normalized)
 }
 
+/// Whether a `Host` header names this machine's loopback interface (`localhost`, `127.0.0.1`,
+/// `[::1]`, any port).
+///
+/// Endpoints that trust loopback peers (`POST /auth/local-token`) should also require this:
+/// under DNS rebinding a hostile page's own name resolves to 127.0.0.1, so its requests come
+/// from a loopback peer and look same-origin, but they still carry the hostile `Host`.
+pub fn is_loopback_host(host_header: Option<&str>) -> bool {
+    let Some(host) = host_header.map(str::trim).filter(|h| !h.is_empty()) else {
+        return false;
+    };
+    if host.contains(['/', '@', '?', '#']) {
+        return false;
+    }
+    let Ok(url) = Url::parse(&format!("http://{host}")) else {
+        return false;
+    };
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,6 +158,32 @@ mod tests {
         ] {
             assert!(!allowed(&configured, o, Some("app.example.com"), 1), "{o}");
         }
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for h in [
+            "localhost",
+            "localhost:8080",
+            "LOCALHOST",
+            "127.0.0.1:1",
+            "127.0.0.2",
+            "[::1]:8080",
+        ] {
+            assert!(is_loopback_host(Some(h)), "{h}");
+        }
+        for h in [
+            "",
+            "evil.example",
+            "evil.example:8080",
+            "0.0.0.0",
+            "10.0.0.1",
+            "localhost.evil.example",
+            "localhost/x",
+        ] {
+            assert!(!is_loopback_host(Some(h)), "{h}");
+        }
+        assert!(!is_loopback_host(None));
     }
 
     #[test]

@@ -430,3 +430,21 @@ fn flags_parse_with_their_value_parsers() {
     let err = parse_cli::<TestCli, _, _>(["x", "--idle-timeout", "soon"]).unwrap_err();
     assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
 }
+
+#[test]
+fn the_documented_example_file_parses() {
+    let example = include_str!("mod.rs")
+        .lines()
+        .skip_while(|l| !l.starts_with("//! ```toml"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("//! ```"))
+        .map(|l| l.strip_prefix("//!").unwrap_or(l).trim_start())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(example.contains("[auth]"), "{example}");
+    let c: Config = toml::from_str(&example).unwrap();
+    assert_eq!(c.listen.port(), 8443);
+    assert_eq!(c.idle_timeout, Duration::from_secs(900));
+    assert!(c.auth.jwks_url.is_some());
+    assert_eq!(c.ws.ping_interval, Duration::from_secs(30));
+}
