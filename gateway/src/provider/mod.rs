@@ -17,6 +17,8 @@
 //! - Time comes from `tokio::time` only, so tests can pause it.
 
 pub mod local;
+#[doc(hidden)]
+pub mod memory;
 
 use async_trait::async_trait;
 use protocol::WorkspaceStatus;
