@@ -22,6 +22,9 @@ pub struct WakeDisplay {
     started: Instant,
     trail: Vec<WorkspaceStatus>,
     drawing: bool,
+    /// Set once the wake is over (running, failed, or attached): later status changes of a
+    /// live session are not a wake and draw nothing.
+    finished: bool,
     frame: usize,
 }
 
@@ -63,6 +66,7 @@ impl WakeDisplay {
             started: Instant::now(),
             trail: Vec::new(),
             drawing: false,
+            finished: false,
             frame: 0,
         }
     }
@@ -79,7 +83,7 @@ impl WakeDisplay {
         }
         if status == WorkspaceStatus::Running {
             self.finish(None);
-        } else if self.enabled {
+        } else if self.enabled && !self.finished {
             self.drawing = true;
             self.draw();
         }
@@ -95,6 +99,7 @@ impl WakeDisplay {
 
     /// Replaces the spinner by a summary line: the trail, and the error if there was one.
     pub fn finish(&mut self, error: Option<&str>) {
+        self.finished = true;
         if !self.drawing {
             return;
         }
@@ -137,6 +142,14 @@ mod tests {
             line,
             "⠙ waking workspace 1b2c3d4e: stopped → starting  2.3s"
         );
+    }
+
+    #[test]
+    fn nothing_draws_after_the_wake_is_over() {
+        let mut d = WakeDisplay::new(true, "abc");
+        d.status(WorkspaceStatus::Running);
+        d.status(WorkspaceStatus::Stopped);
+        assert!(!d.is_drawing());
     }
 
     #[test]

@@ -358,7 +358,9 @@ impl Session {
                 None
             }
             ServerMessage::Workspace(ControlServer::Error { code, message }) => {
-                *last_error = Some(describe(code, &message));
+                let text = describe(code, &message);
+                display.finish(Some(&text));
+                *last_error = Some(message);
                 None
             }
             ServerMessage::Workspace(ControlServer::Pong { .. }) => None,
