@@ -2,20 +2,21 @@
 //!
 //! The workspace only offers PTY sessions, and a PTY echoes input and mixes prompts into the
 //! output. So, like `ssh host bash -s < script`, a new session is first given a one-line prelude
-//! that turns echo and CR-LF translation off, prints a marker, and replaces the interactive shell
-//! by a non-interactive `bash -s` reading the rest of the input (through `cat`, because bash with
-//! a terminal on stdin and stderr would be interactive again). Everything before the marker —
-//! prompt, echo of the prelude — is dropped; everything after is the script's own output, byte
-//! for byte, and the session's exit code is the script's. At the end of stdin, `^D` ends `cat`,
-//! so `bash -s` sees the end of the script.
+//! that turns off echo, CR-LF translation and the terminal's special characters (every byte of
+//! the script then arrives as is; only `^D` at the start of a line stays special), prints a
+//! marker, and replaces the interactive shell by a non-interactive `bash -s` reading the rest of
+//! the input (through `cat`, because bash with a terminal on stdin and stderr would be
+//! interactive again). Everything before the marker — prompt, echo of the prelude — is dropped;
+//! everything after is the script's own output, byte for byte, and the session's exit code is the
+//! script's. At the end of stdin, `^D` ends `cat`, so `bash -s` sees the end of the script.
 
 /// The marker the prelude prints; the RS bytes are written by `printf`, so the echoed prelude
 /// line (which contains the text `\036`) cannot match.
 pub const MARKER: &[u8] = b"\x1eaether-script\x1e";
 
 /// The prelude line. The leading space keeps it out of the shell's history.
-pub const PRELUDE: &str = " stty -echo -onlcr 2>/dev/null; printf '\\036aether-script\\036'; \
-     exec bash -c 'cat | bash -s'\n";
+pub const PRELUDE: &str = " stty -echo -onlcr -isig -ixon -iexten erase undef kill undef 2>/dev/null; \
+     printf '\\036aether-script\\036'; exec bash -c 'cat | bash -s'\n";
 
 /// End of input for the remote `cat` (the terminal's EOF character, at the start of a line).
 pub const EOF_KEY: &str = "\x04";
