@@ -327,14 +327,15 @@ async fn a_service_killed_from_outside_is_published_as_error() -> Result<()> {
 }
 
 #[tokio::test]
-async fn a_dropped_start_leaves_nothing_that_stop_cannot_clean_up() -> Result<()> {
+async fn a_start_dropped_during_the_boot_delay_is_joined_or_stopped() -> Result<()> {
     let dir = DataDir::new();
     let mut config = config(dir.path());
-    config.boot_delay = Duration::from_millis(200);
+    // Long enough that a 50 ms budget surely runs out first, even on a loaded machine.
+    config.boot_delay = Duration::from_secs(2);
     let provider = LocalProvider::open(config)?;
     let id = create(&provider, "alice").await?;
 
-    // The caller's boot budget runs out mid-start.
+    // The caller's boot budget runs out mid-start; stop cleans up.
     let dropped = timeout(Duration::from_millis(50), provider.start(id)).await;
     assert!(dropped.is_err(), "start finished within its tiny budget");
     assert_eq!(provider.get(id).await?.status(), WorkspaceStatus::Starting);
@@ -342,13 +343,47 @@ async fn a_dropped_start_leaves_nothing_that_stop_cannot_clean_up() -> Result<()
     assert_eq!(provider.get(id).await?.status(), WorkspaceStatus::Stopped);
     assert_eq!(processes_of(id), Vec::<i32>::new());
 
-    // Dropped after the launch: a second start joins the boot in flight.
-    let _ = timeout(Duration::from_millis(250), provider.start(id)).await;
+    // Dropped again; this time a second start joins the boot in flight.
+    let dropped = timeout(Duration::from_millis(50), provider.start(id)).await;
+    assert!(dropped.is_err(), "start finished within its tiny budget");
     let endpoint = timeout(GUARD, provider.start(id)).await??;
     assert_eq!(healthz(&endpoint.base_url).await?, id.to_string());
     assert_eq!(processes_of(id).len(), 1);
     timeout(GUARD, provider.stop(id)).await??;
     assert_eq!(processes_of(id), Vec::<i32>::new());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_start_dropped_after_the_launch_leaves_nothing_behind_a_stop() -> Result<()> {
+    let dir = DataDir::new();
+    let pid_file = dir.path().join("pid");
+    let mut config = config(dir.path());
+    // Launched but never ready: the start is still waiting when its caller gives up.
+    config.workspace_bin = script(
+        dir.path(),
+        "slow",
+        &format!("echo $$ > {}; exec sleep 600", pid_file.display()),
+    );
+    let provider = LocalProvider::open(config)?;
+    let id = create(&provider, "alice").await?;
+
+    let launched = async {
+        while !std::fs::read_to_string(&pid_file).is_ok_and(|p| p.ends_with('\n')) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::select! {
+        r = provider.start(id) => bail!("start finished: {r:?}"),
+        r = timeout(GUARD, launched) => r.context("the service was never launched")?,
+    }
+    let pid: i32 = std::fs::read_to_string(&pid_file)?.trim().parse()?;
+    assert_eq!(provider.get(id).await?.status(), WorkspaceStatus::Starting);
+    assert!(alive(pid));
+
+    timeout(GUARD, provider.stop(id)).await??;
+    assert_eq!(provider.get(id).await?.status(), WorkspaceStatus::Stopped);
+    assert!(!alive(pid), "the half-started service outlived the stop");
     Ok(())
 }
 
