@@ -296,3 +296,37 @@ pub(super) async fn healthz_workspace_id(client: &reqwest::Client, port: u16) ->
     let health: Health = response.json().await.ok()?;
     (health.status == "ok").then_some(health.workspace_id)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn liveness_and_ownership_come_from_proc() {
+        let me = i32::try_from(std::process::id()).unwrap();
+        assert!(is_alive(me));
+        assert!(!is_alive(0));
+        assert!(!is_alive(i32::MAX));
+        // This test binary was not started with `--workspace-id`.
+        assert!(!is_workspace_process(me, Uuid::new_v4()));
+    }
+
+    #[tokio::test]
+    async fn a_workspace_process_is_recognised_by_its_id_argument() {
+        let id = Uuid::new_v4();
+        let mut child = Command::new("sh")
+            .args(["-c", "read _", "sh", "--workspace-id"])
+            .arg(id.to_string())
+            .stdin(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let pid = i32::try_from(child.id().unwrap()).unwrap();
+        assert!(is_workspace_process(pid, id));
+        assert!(!is_workspace_process(pid, Uuid::new_v4()));
+        child.kill().await.unwrap();
+        let status = child.wait().await.unwrap();
+        assert_eq!(exit_status(&status), "killed by SIGKILL");
+        assert!(!is_alive(pid));
+    }
+}

@@ -124,3 +124,64 @@ impl Store {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use protocol::{Hardware, WorkspaceStatus};
+    use time::OffsetDateTime;
+
+    use super::*;
+
+    fn row(owner: &str) -> Stored {
+        let now = OffsetDateTime::now_utc();
+        Stored {
+            workspace: Workspace {
+                id: Uuid::new_v4(),
+                project_id: Uuid::new_v4(),
+                status: WorkspaceStatus::Running,
+                hardware: Hardware::default(),
+                keep_active: false,
+                machine_id: None,
+                private_ip: None,
+                git_ref: None,
+                preview_token: None,
+                error_message: None,
+                created_at: now,
+                updated_at: now,
+                active_connections: 0,
+                active_tasks: 0,
+                idle_timeout_secs: None,
+                idle_stop_at: None,
+            },
+            owner: owner.to_owned(),
+            runtime: Some(Runtime {
+                pid: 4242,
+                port: Some(40000),
+            }),
+        }
+    }
+
+    #[test]
+    fn rows_survive_reopen_and_removal_sticks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("workspaces.redb");
+        let (a, b) = (row("alice"), row("bob"));
+        {
+            let store = Store::open(&path).unwrap();
+            store.save(a.workspace.id, || Some(a.clone())).unwrap();
+            store.save(b.workspace.id, || Some(b.clone())).unwrap();
+            store.save(b.workspace.id, || None).unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.load().unwrap(), vec![a]);
+    }
+
+    #[test]
+    fn a_second_handle_on_the_same_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("workspaces.redb");
+        let _first = Store::open(&path).unwrap();
+        let second = Store::open(&path).unwrap_err();
+        assert!(matches!(*second, StoreError::InUse(_)), "{second}");
+    }
+}
