@@ -43,7 +43,9 @@ impl Proc {
             .stderr(Stdio::from(err))
             .stdin(Stdio::null())
             .kill_on_drop(true);
-        let mut child = cmd.spawn().with_context(|| format!("spawn {cmd:?}"))?;
+        // Name only the program in errors: the environment holds the gateway's secret.
+        let program = cmd.as_std().get_program().to_string_lossy().into_owned();
+        let mut child = cmd.spawn().with_context(|| format!("spawn {program}"))?;
         let pid = child.id().context("pid")?;
         let stdout = child.stdout.take().context("stdout")?;
         let mut lines = BufReader::new(stdout).lines();
@@ -58,7 +60,12 @@ impl Proc {
         .await
         .context("not ready in time")
         .and_then(|r| r)
-        .with_context(|| format!("{cmd:?} (log: {})", log.display()))?;
+        .with_context(|| {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(15).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            format!("{program}; its log ends:\n{}", tail.join("\n"))
+        })?;
         // Keep draining stdout so a chatty server never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Ok(Proc {

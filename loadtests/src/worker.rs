@@ -115,11 +115,14 @@ impl Shared {
 /// The worker's side of a barrier with the parent.
 pub struct Ctl {
     go_rx: mpsc::Receiver<()>,
+    shared: std::sync::Arc<Shared>,
 }
 
 impl Ctl {
     /// Tells the parent this worker is here and waits until it says go.
     pub async fn barrier(&mut self) -> Result<()> {
+        // Fresh counters first, so the parent's figures at the barrier are exact.
+        say(&self.shared.progress_line());
         say("B");
         self.go_rx.recv().await.context("parent went away")
     }
@@ -158,7 +161,10 @@ pub async fn main() -> Result<()> {
             }
         })
     };
-    let mut ctl = Ctl { go_rx };
+    let mut ctl = Ctl {
+        go_rx,
+        shared: shared.clone(),
+    };
     let plan = std::sync::Arc::new(plan);
     let result = jobs::run(&plan, &shared, &mut ctl).await;
     progress.abort();

@@ -44,7 +44,7 @@ pub async fn run(ctx: &Ctx<'_>, args: &HoldArgs, targets: &[Target]) -> Result<O
         let mut pool = ctx.pool(target, n, job, "hold").await?;
         pool.barrier(open_budget(n)).await?;
         let setup = t0.elapsed();
-        let opened = pool.live()[0];
+        let opened_at_barrier = pool.live()[0];
         tokio::time::sleep(SETTLE).await;
         let held = Sample::of(&target.pids);
         let backend_held = Sample::of(&target.backend_pids);
@@ -55,6 +55,7 @@ pub async fn run(ctx: &Ctx<'_>, args: &HoldArgs, targets: &[Target]) -> Result<O
         let merged = pool.finish(open_budget(n)).await?;
 
         let mut r = run_of(target, "hold", &merged, &mut out.failures);
+        let opened = merged.hist("open").len().max(opened_at_barrier);
         let per = |a: u64, b: u64| (b as f64 - a as f64) / opened.max(1) as f64;
         r.set("sessions", opened as f64);
         r.set("setup_s", setup.as_secs_f64());
