@@ -51,14 +51,14 @@ pub enum Job {
         ping_interval_ms: u64,
         hold_ms: u64,
     },
-    /// Connect, read the first status, one round trip, close; at `rate` per second (this
-    /// worker's share) or, when `rate` is 0, as fast as `concurrency` loops can.
+    /// Connect, read the first status, one round trip, close; at `rate` per second over every
+    /// worker or, when `rate` is 0, as fast as `concurrency` loops per worker can.
     Connect {
         rate: f64,
         concurrency: usize,
         duration_ms: u64,
     },
-    /// Open, barrier, pings at a fixed total `rate` (this worker's share), barrier, close.
+    /// Open, barrier, pings at a fixed `rate` over every worker, barrier, close.
     RelayLatency {
         open_concurrency: usize,
         rate: f64,

@@ -30,6 +30,7 @@ pub(super) async fn run(plan: &Arc<Plan>, shared: &Arc<Shared>) -> Result<()> {
     else {
         unreachable!()
     };
+    let rate = rate / plan.workers.max(1) as f64;
     let start = Instant::now();
     let deadline = start + Duration::from_millis(duration_ms);
     // Session indexes of this worker, cycled: they pick the workspace and the source address.

@@ -35,6 +35,7 @@ pub(super) async fn latency(plan: &Arc<Plan>, shared: &Arc<Shared>, ctl: &mut Ct
     };
     let sessions = open_all(plan, shared, open_concurrency).await;
     ctl.barrier().await?;
+    let rate = rate / plan.workers.max(1) as f64;
     let n = sessions.len().max(1) as f64;
     let period = Duration::from_secs_f64(n / rate.max(0.001));
     let deadline = Instant::now() + Duration::from_millis(duration_ms);

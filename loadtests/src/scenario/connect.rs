@@ -30,7 +30,7 @@ pub async fn run(ctx: &Ctx<'_>, args: &ConnectArgs, targets: &[Target]) -> Resul
     };
     for target in targets {
         let job = Job::Connect {
-            rate: args.rate / procs as f64,
+            rate: args.rate,
             concurrency: args.concurrency,
             duration_ms: args.duration.as_millis() as u64,
         };

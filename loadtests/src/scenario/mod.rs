@@ -20,6 +20,9 @@ use crate::procfs::Sample;
 use crate::report::Run;
 use crate::setup::Target;
 
+/// Sockets one worker process holds at most (fd limit 20,000, minus headroom).
+const SESSIONS_PER_PROC: usize = 18_000;
+
 /// What every scenario needs besides its own flags.
 pub struct Ctx<'a> {
     pub common: &'a Common,
@@ -57,7 +60,11 @@ impl Ctx<'_> {
         phase: &str,
         procs: usize,
     ) -> Result<Pool> {
-        let procs = procs.clamp(1, sessions.max(1));
+        // One process may hold at most 20,000 open files here: never plan more than
+        // SESSIONS_PER_PROC sockets in one worker, whatever --procs says.
+        let procs = procs
+            .max(sessions.div_ceil(SESSIONS_PER_PROC))
+            .clamp(1, sessions.max(1));
         let plans = (0..procs)
             .map(|w| Plan {
                 worker: w,

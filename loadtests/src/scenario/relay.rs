@@ -22,7 +22,6 @@ pub async fn run(ctx: &Ctx<'_>, args: &RelayArgs, targets: &[Target]) -> Result<
         ],
         ..Outcome::default()
     };
-    let procs = ctx.common.procs.max(1) as f64;
     let duration_ms = args.duration.as_millis() as u64;
     let mut phases: Vec<(String, usize, Job)> = Vec::new();
     if matches!(args.mode, RelayMode::Latency | RelayMode::All) {
@@ -31,7 +30,7 @@ pub async fn run(ctx: &Ctx<'_>, args: &RelayArgs, targets: &[Target]) -> Result<
             args.clients,
             Job::RelayLatency {
                 open_concurrency: args.open_concurrency,
-                rate: args.rate / procs,
+                rate: args.rate,
                 duration_ms,
                 payload: 64,
             },
