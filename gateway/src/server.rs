@@ -1,0 +1,143 @@
+//! The listener: accept connections, serve HTTP/1.1 (optionally over TLS) with upgrades, and
+//! drain on shutdown.
+//!
+//! The accept loop only accepts; each connection is its own task, and its errors end there.
+//! Shutdown follows the design: report not-ready, stop accepting, close every WebSocket session
+//! with 1012 (they are tracked in [`App::sessions`], because hyper's graceful shutdown does not
+//! see upgraded connections), let in-flight HTTP requests finish, all within a grace period.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+
+use crate::app::App;
+use crate::rest::PeerAddr;
+
+/// How long a client may take to send its request headers (and finish a TLS handshake).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `router` on `listener` until `shutdown` completes, then drains within `grace`.
+pub async fn run(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    app: Arc<App>,
+    router: Router,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) {
+    // HTTP connections, tracked so draining can wait for in-flight requests; upgraded sessions
+    // are tracked separately, in `App::sessions`.
+    let connections = TaskTracker::new();
+    let stop_http = CancellationToken::new();
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .keep_alive(true);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors or a transient network error: back off instead
+                    // of spinning, and keep serving what is already open.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let http = http.clone();
+        let tls = tls.clone();
+        let watcher = stop_http.clone();
+        connections.spawn(async move {
+            match tls {
+                None => serve_connection(stream, peer, router, http, watcher).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            serve_connection(stream, peer, router, http, watcher).await
+                        }
+                        Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
+            }
+        });
+    }
+
+    tracing::info!("draining: closing sessions with 1012");
+    app.start_draining();
+    drop(listener);
+    app.shutdown.cancel();
+    app.sessions.close();
+    stop_http.cancel();
+    connections.close();
+    let drained = tokio::time::timeout(grace, async {
+        tokio::join!(connections.wait(), app.sessions.wait());
+    })
+    .await;
+    match drained {
+        Ok(_) => tracing::info!("drained"),
+        Err(_) => tracing::warn!(?grace, "grace period over; dropping what is left"),
+    }
+    app.registry.closed().await;
+}
+
+async fn serve_connection<IO>(
+    io: IO,
+    peer: SocketAddr,
+    router: Router,
+    http: http1::Builder,
+    stop: CancellationToken,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
+        request.extensions_mut().insert(PeerAddr(peer));
+        router.clone().oneshot(request)
+    });
+    let connection = http
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = stop.cancelled() => {
+            // Finish the request in flight, then close; an upgrade already handed its socket
+            // to a session and is not affected.
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%peer, %error, "connection ended with an error");
+    }
+}
+
+/// Accepts connections on an address (for `serve`).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // A restarted gateway must be able to bind its port while old connections sit in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
+}

@@ -1,0 +1,244 @@
+//! Before the 101: authenticate, authorize, validate the upgrade, answer, and spawn the session.
+//!
+//! Refusals are HTTP answers, mapped in [`crate::error`]: 401 for any token problem, 403 for an
+//! origin outside the allow-list, 404 for a workspace the user does not own (or that does not
+//! exist), 426 for a request that is not a WebSocket upgrade, 503 while draining.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Request, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use hyper_util::rt::TokioIo;
+use tokio::time::Instant;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+
+use super::relay;
+use super::socket::Client;
+use super::wake::{self, Held, Waited};
+use crate::app::App;
+use crate::error::Error;
+use crate::metrics::{Phase, SessionKind};
+use crate::registry::Handle;
+
+/// The query parameters of a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Query {
+    /// Wake the workspace if it is not running (`start=false` to only attach).
+    pub start: bool,
+    /// Count this connection toward the workspace's activity (`counts=false`: an observer that
+    /// never keeps a workspace awake — the load harness, dashboards).
+    pub counts: bool,
+    /// `GET /ws?workspace_id=…`.
+    pub workspace_id: Option<String>,
+}
+
+impl Query {
+    /// Parses the raw query string. Unknown parameters (`token`, …) are ignored here.
+    pub fn parse(raw: Option<&str>) -> Result<Query, Error> {
+        let mut query = Query {
+            start: true,
+            counts: true,
+            workspace_id: None,
+        };
+        for (key, value) in url::form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+            match key.as_ref() {
+                "start" => query.start = parse_bool("start", &value)?,
+                "counts" => query.counts = parse_bool("counts", &value)?,
+                "workspace_id" => query.workspace_id = Some(value.into_owned()),
+                _ => {}
+            }
+        }
+        Ok(query)
+    }
+}
+
+fn parse_bool(name: &str, value: &str) -> Result<bool, Error> {
+    match value {
+        "true" | "1" | "" => Ok(true),
+        "false" | "0" => Ok(false),
+        other => Err(Error::BadRequest(format!(
+            "{name} must be true or false, got {other:?}"
+        ))),
+    }
+}
+
+/// `GET /workspaces/{id}/ws`.
+pub async fn ws_route(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Response {
+    accept(app, Some(id), request)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `GET /ws?workspace_id=…`.
+pub async fn ws_route_by_query(State(app): State<Arc<App>>, request: Request) -> Response {
+    accept(app, None, request)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn accept(
+    app: Arc<App>,
+    id: Option<String>,
+    mut request: Request,
+) -> Result<Response, Error> {
+    if app.is_draining() {
+        return Err(Error::ShuttingDown);
+    }
+    let raw_query = request.uri().query().map(str::to_owned);
+    let headers = request.headers();
+    let (claims, echo) = app.authenticate(headers, raw_query.as_deref()).await?;
+    app.check_origin(headers)?;
+    let query = Query::parse(raw_query.as_deref())?;
+    let id = id
+        .or_else(|| query.workspace_id.clone())
+        .ok_or_else(|| Error::BadRequest("workspace_id is required".into()))?;
+    let record = app.owned(&claims.sub, &id).await?;
+    let key = upgrade_key(headers)?;
+
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    let handle = app.registry.handle(&record);
+    let kind = if query.counts {
+        SessionKind::Counting
+    } else {
+        SessionKind::Observer
+    };
+    // Take the lease before the 101: from the moment the client can believe it is connected, the
+    // workspace counts it, and any pending idle stop is cancelled.
+    let lease = query.counts.then(|| handle.lease());
+    let connected_at = Instant::now();
+    let session_app = app.clone();
+    app.sessions.spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(error) => {
+                tracing::debug!(%error, "upgrade failed");
+                return;
+            }
+        };
+        let ws = WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            Role::Server,
+            Some(session_app.session.ws_config()),
+        )
+        .await;
+        let span = tracing::info_span!("session", workspace = %handle.id(), user = %claims.sub, counts = query.counts);
+        let _lease = lease;
+        tracing::Instrument::instrument(
+            run(session_app, handle, ws, query.start, kind, connected_at),
+            span,
+        )
+        .await;
+    });
+
+    let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
+    let out = response.headers_mut();
+    out.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    out.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    out.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&derive_accept_key(key.as_bytes()))
+            .map_err(|e| Error::Internal(e.to_string()))?,
+    );
+    if let Some(protocol) = echo {
+        out.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(protocol),
+        );
+    }
+    Ok(response)
+}
+
+/// Checks that the request is a WebSocket upgrade and returns its key.
+fn upgrade_key(headers: &HeaderMap) -> Result<HeaderValue, Error> {
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str()
+                .map(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+                .unwrap_or(false)
+        })
+    };
+    if !has_token(header::CONNECTION, "upgrade") || !has_token(header::UPGRADE, "websocket") {
+        return Err(Error::NotUpgrade);
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v != "13")
+    {
+        return Err(Error::BadRequest("Sec-WebSocket-Version must be 13".into()));
+    }
+    headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .cloned()
+        .ok_or_else(|| Error::BadRequest("Sec-WebSocket-Key is missing".into()))
+}
+
+/// The session task: wait for the workspace, then relay; close with the code that says why it
+/// ended.
+async fn run(
+    app: Arc<App>,
+    handle: Arc<Handle>,
+    ws: super::socket::ClientStream,
+    start: bool,
+    kind: SessionKind,
+    connected_at: Instant,
+) {
+    let mut gauge = app.metrics.session_opened(kind, Phase::Waking);
+    let mut client = Client::new(ws, &app.session);
+    let mut held = Held::new(&app.session);
+    let code = match wake::until_running(
+        &mut client,
+        &handle,
+        start,
+        &mut held,
+        connected_at,
+        &app.shutdown,
+    )
+    .await
+    {
+        Waited::Close(code) => code,
+        Waited::Running => match app.provider.endpoint(handle.id()) {
+            None => {
+                wake::send_error(
+                    &mut client,
+                    protocol::control::ErrorCode::BackendLost,
+                    "workspace is running but has no endpoint".into(),
+                )
+                .await;
+                protocol::CloseCode::Internal
+            }
+            Some(endpoint) => match relay::connect(&endpoint, &app.session).await {
+                Err(error) => {
+                    tracing::warn!(%error, "cannot reach the workspace service");
+                    wake::send_error(
+                        &mut client,
+                        protocol::control::ErrorCode::BackendLost,
+                        "cannot reach the workspace service".into(),
+                    )
+                    .await;
+                    protocol::CloseCode::Internal
+                }
+                Ok(upstream) => {
+                    gauge.set_phase(Phase::Relaying);
+                    relay::run(
+                        &mut client,
+                        upstream,
+                        &mut held,
+                        &handle,
+                        &app.metrics.relay,
+                        &app.shutdown,
+                    )
+                    .await
+                }
+            },
+        },
+    };
+    tracing::debug!(code = code.code(), "session closed");
+    client.close(code, &app.metrics).await;
+}

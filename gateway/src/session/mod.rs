@@ -1,0 +1,71 @@
+//! WebSocket sessions: `GET /workspaces/{id}/ws` (and `GET /ws?workspace_id=…`).
+//!
+//! A session goes through three phases, each in its own module:
+//!
+//! 1. [`handshake`] — before the 101: authenticate, check `Origin`, authorize (the user must own
+//!    the workspace; anything else is 404), validate the upgrade, answer 101 echoing `Bearer` or
+//!    `access_token` (never the token), and spawn the session task.
+//! 2. [`wake`] — tell the client the workspace's state at once; if it is not running, ask its
+//!    owner to wake it and stream every transition; hold the client's messages (bounded) meanwhile.
+//! 3. [`relay`] — once running, connect to the workspace service and relay both ways, in order,
+//!    with keepalive, size limits and write timeouts; tell the client if the workspace goes away.
+//!
+//! [`socket`] holds what every phase needs: the client socket, its keepalive state, and closing
+//! with a code.
+
+pub mod handshake;
+mod relay;
+mod socket;
+mod wake;
+
+use std::time::Duration;
+
+pub use handshake::{Query, ws_route, ws_route_by_query};
+
+/// Limits and timers of a session.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How often the gateway pings the client.
+    pub ping_interval: Duration,
+    /// How long without a pong (or any frame) before the client counts as gone.
+    pub pong_timeout: Duration,
+    /// How long one write to the client may block before it counts as too slow (4008).
+    pub write_timeout: Duration,
+    /// Largest message accepted from either side (1009 above it).
+    pub max_message: usize,
+    /// Messages a client may send while its workspace wakes, held and delivered in order.
+    pub wake_queue_messages: usize,
+    /// Bytes a client may send while its workspace wakes.
+    pub wake_queue_bytes: usize,
+    /// tungstenite's read buffer per socket. Its default (128 KiB) would dominate an idle
+    /// session's memory; messages larger than this still work, the buffer grows as needed.
+    pub read_buffer_size: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            ping_interval: Duration::from_secs(45),
+            pong_timeout: Duration::from_secs(120),
+            write_timeout: Duration::from_secs(30),
+            max_message: protocol::MAX_MESSAGE_SIZE,
+            wake_queue_messages: 256,
+            wake_queue_bytes: 1 << 20,
+            read_buffer_size: 4096,
+        }
+    }
+}
+
+impl Settings {
+    /// tungstenite's configuration for both of a session's sockets.
+    pub fn ws_config(&self) -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+        tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+            .read_buffer_size(self.read_buffer_size)
+            // Writes are flushed per message; the write buffer only ever holds what one send
+            // queued, and a peer that lets it grow past this is too slow.
+            .write_buffer_size(0)
+            .max_write_buffer_size(self.max_message * 2 + 64 * 1024)
+            .max_message_size(Some(self.max_message))
+            .max_frame_size(Some(self.max_message))
+    }
+}

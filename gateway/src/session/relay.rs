@@ -1,0 +1,224 @@
+//! The relay phase: client ⇄ workspace service, once the workspace runs.
+//!
+//! One task per session moves frames both ways in a single `select!`. A write waits for the other
+//! side to take it (bounded by the write timeout toward the client), so a slow reader slows its
+//! writer instead of growing a buffer: that is the backpressure, end to end. Frames are relayed as
+//! they are (tungstenite's `Utf8Bytes` is reference-counted: no copy); only the two tags of a
+//! client frame are read, to answer malformed ones with an error frame instead of forwarding them.
+//!
+//! When the workspace service goes away, the session waits briefly for the provider to say why,
+//! then tells the client with a `workspace` status and a close code: 4009 when it was stopped,
+//! 1011 when the service died.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use protocol::control::{ControlServer, ErrorCode};
+use protocol::{CloseCode, ServerMessage, WorkspaceStatus};
+use tokio::net::TcpStream;
+use tokio::sync::broadcast;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+
+use super::Settings;
+use super::socket::{Client, Event};
+use super::wake::{Held, send_error};
+use crate::metrics::RelayCounters;
+use crate::provider::Endpoint;
+use crate::registry::{Handle, Snapshot};
+
+type Upstream = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// How long to wait for the provider to explain a lost workspace service.
+const EXPLAIN_WAIT: Duration = Duration::from_secs(3);
+/// Attempts to reach a workspace service that was just reported running.
+const CONNECT_ATTEMPTS: u32 = 4;
+
+/// Connects to the workspace service, retrying briefly: a service reported running may still be
+/// settling, and a recovered one may be reachable only after a moment.
+pub(super) async fn connect(endpoint: &Endpoint, settings: &Settings) -> Result<Upstream, String> {
+    let url = endpoint.ws_url();
+    let mut delay = Duration::from_millis(50);
+    let mut last_error = String::new();
+    for _ in 0..CONNECT_ATTEMPTS {
+        let attempt = tokio_tungstenite::connect_async_with_config(
+            url.as_str(),
+            Some(settings.ws_config()),
+            true,
+        );
+        match tokio::time::timeout(Duration::from_secs(10), attempt).await {
+            Ok(Ok((ws, _))) => return Ok(ws),
+            Ok(Err(err)) => last_error = err.to_string(),
+            Err(_) => last_error = "connect timed out".into(),
+        }
+        tokio::time::sleep(delay).await;
+        delay *= 4;
+    }
+    Err(last_error)
+}
+
+/// Relays until one side ends; returns the code to close the client with.
+pub(super) async fn run(
+    client: &mut Client,
+    mut upstream: Upstream,
+    held: &mut Held,
+    handle: &Arc<Handle>,
+    counters: &RelayCounters,
+    shutdown: &CancellationToken,
+) -> CloseCode {
+    // Subscribe before forwarding anything, so a stop that happens from now on is seen.
+    let (_, mut events) = handle.subscribe();
+    for message in held.drain() {
+        counters.up_messages.inc();
+        counters.up_bytes.inc_by(message.len() as u64);
+        if upstream.send(Message::Text(message)).await.is_err() {
+            return lost(client, handle, &mut events).await;
+        }
+    }
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                let _ = upstream.close(None).await;
+                return CloseCode::Restart;
+            }
+            event = client.next_event() => match event {
+                Event::Message(text) => {
+                    counters.up_messages.inc();
+                    counters.up_bytes.inc_by(text.len() as u64);
+                    if upstream.send(Message::Text(text)).await.is_err() {
+                        return lost(client, handle, &mut events).await;
+                    }
+                }
+                Event::Invalid(reply) => {
+                    if let Err(code) = client.send(&reply).await {
+                        let _ = upstream.close(None).await;
+                        return code;
+                    }
+                }
+                Event::Closed => {
+                    let _ = upstream.close(None).await;
+                    return CloseCode::Normal;
+                }
+                Event::Fatal(code) => {
+                    let _ = upstream.close(None).await;
+                    return code;
+                }
+                Event::Nothing => {}
+            },
+            frame = upstream.next() => match frame {
+                Some(Ok(Message::Text(text))) => {
+                    counters.down_messages.inc();
+                    counters.down_bytes.inc_by(text.len() as u64);
+                    if let Err(code) = client.send_raw(Message::Text(text)).await {
+                        let _ = upstream.close(None).await;
+                        return code;
+                    }
+                }
+                // The workspace service speaks JSON text only; anything else is dropped.
+                Some(Ok(Message::Binary(_) | Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                Some(Ok(Message::Close(frame))) => {
+                    // The service closing with one of our codes (too slow, going away) is
+                    // passed on; otherwise find out why it went away.
+                    let code = frame.and_then(|f| CloseCode::from_code(u16::from(f.code)));
+                    match code {
+                        Some(CloseCode::TooSlow) => return CloseCode::TooSlow,
+                        _ => return lost(client, handle, &mut events).await,
+                    }
+                }
+                Some(Err(WsError::Capacity(_))) => {
+                    tracing::warn!(workspace = %handle.id(), "workspace service sent an oversized message");
+                    return CloseCode::TooBig;
+                }
+                Some(Err(_)) | None => return lost(client, handle, &mut events).await,
+            },
+            event = events.recv() => {
+                let snapshot = match event {
+                    Ok(snapshot) => snapshot,
+                    Err(broadcast::error::RecvError::Lagged(_)) => handle.snapshot(),
+                    Err(broadcast::error::RecvError::Closed) => continue,
+                };
+                if let Some(code) = gone(client, handle, &snapshot).await {
+                    let _ = upstream.close(None).await;
+                    return code;
+                }
+            }
+        }
+    }
+}
+
+/// The workspace service's socket ended: wait briefly for the provider to say why, then tell the
+/// client.
+async fn lost(
+    client: &mut Client,
+    handle: &Arc<Handle>,
+    events: &mut broadcast::Receiver<Snapshot>,
+) -> CloseCode {
+    let current = handle.snapshot();
+    if let Some(code) = gone(client, handle, &current).await {
+        return code;
+    }
+    let explained = tokio::time::timeout(EXPLAIN_WAIT, async {
+        loop {
+            match events.recv().await {
+                Ok(snapshot) if snapshot.status != WorkspaceStatus::Running || snapshot.deleted => {
+                    return Some(snapshot);
+                }
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    let snapshot = handle.snapshot();
+                    if snapshot.status != WorkspaceStatus::Running {
+                        return Some(snapshot);
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+    .await;
+    if let Ok(Some(snapshot)) = explained {
+        if let Some(code) = gone(client, handle, &snapshot).await {
+            return code;
+        }
+    }
+    send_error(
+        client,
+        ErrorCode::BackendLost,
+        "lost the connection to the workspace service".into(),
+    )
+    .await;
+    CloseCode::Internal
+}
+
+/// If the workspace is no longer running, tells the client and returns the close code.
+async fn gone(client: &mut Client, handle: &Arc<Handle>, snapshot: &Snapshot) -> Option<CloseCode> {
+    if snapshot.deleted {
+        send_error(client, ErrorCode::NotFound, "workspace was deleted".into()).await;
+        return Some(CloseCode::NotFound);
+    }
+    if snapshot.status == WorkspaceStatus::Running || snapshot.status == WorkspaceStatus::Starting {
+        return None;
+    }
+    let status = ServerMessage::Workspace(ControlServer::Status {
+        workspace_id: handle.id().to_string(),
+        status: snapshot.status,
+        message: snapshot.message.clone(),
+        elapsed_ms: None,
+    });
+    let _ = client.send(&status).await;
+    match snapshot.status {
+        WorkspaceStatus::Error => {
+            let message = snapshot
+                .message
+                .clone()
+                .unwrap_or_else(|| "workspace service exited".into());
+            send_error(client, ErrorCode::BackendLost, message).await;
+            Some(CloseCode::Internal)
+        }
+        _ => {
+            send_error(client, ErrorCode::Stopped, "workspace stopped".into()).await;
+            Some(CloseCode::Stopped)
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! The client's side of a session: its socket, keepalive, and how it ends.
+//!
+//! Reading goes through [`Client::next_event`], which turns tungstenite's frames and errors into
+//! the few things a phase acts on; writing goes through [`Client::send`], which bounds every write
+//! by the write timeout. Ending a session is always [`Client::close`] with a close code, so each
+//! session is counted by its code in `/metrics`.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use protocol::{CloseCode, ServerMessage};
+use tokio::time::{Instant, Interval, MissedTickBehavior, interval_at};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+
+use super::Settings;
+use crate::metrics::Metrics;
+
+pub(super) type ClientStream = WebSocketStream<TokioIo<Upgraded>>;
+
+/// What a read from the client produced.
+pub(super) enum Event {
+    /// A text frame that parsed as an Aether message (its tags were checked).
+    Message(Utf8Bytes),
+    /// A text frame that did not; the error frame to answer it with.
+    Invalid(ServerMessage),
+    /// The client closed, or its connection ended.
+    Closed,
+    /// The session must end with this code.
+    Fatal(CloseCode),
+    /// A control frame or keepalive tick: nothing to do.
+    Nothing,
+}
+
+/// A client socket with its keepalive.
+pub(super) struct Client {
+    ws: ClientStream,
+    ping: Interval,
+    last_heard: Instant,
+    pong_timeout: Duration,
+    write_timeout: Duration,
+}
+
+impl Client {
+    pub(super) fn new(ws: ClientStream, settings: &Settings) -> Client {
+        let mut ping = interval_at(
+            Instant::now() + settings.ping_interval,
+            settings.ping_interval,
+        );
+        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        Client {
+            ws,
+            ping,
+            last_heard: Instant::now(),
+            pong_timeout: settings.pong_timeout,
+            write_timeout: settings.write_timeout,
+        }
+    }
+
+    /// Waits for the next thing the client did, or for a keepalive tick. Cancel-safe.
+    pub(super) async fn next_event(&mut self) -> Event {
+        tokio::select! {
+            frame = self.ws.next() => self.frame(frame),
+            _ = self.ping.tick() => self.keepalive().await,
+        }
+    }
+
+    fn frame(&mut self, frame: Option<Result<Message, WsError>>) -> Event {
+        self.last_heard = Instant::now();
+        match frame {
+            Some(Ok(Message::Text(text))) => match protocol::Peek::parse(&text) {
+                Ok(_) => Event::Message(text),
+                Err(err) => Event::Invalid(err.to_frame()),
+            },
+            Some(Ok(Message::Binary(_))) => Event::Fatal(CloseCode::Unsupported),
+            // tungstenite answers pings by itself; pongs only prove the client is alive.
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Event::Nothing,
+            Some(Ok(Message::Close(_))) | None => Event::Closed,
+            Some(Err(WsError::Capacity(_))) => Event::Fatal(CloseCode::TooBig),
+            Some(Err(WsError::Utf8(_))) => Event::Fatal(CloseCode::Policy),
+            Some(Err(err)) => {
+                tracing::debug!(error = %err, "client connection ended");
+                Event::Closed
+            }
+        }
+    }
+
+    async fn keepalive(&mut self) -> Event {
+        if self.last_heard.elapsed() >= self.pong_timeout {
+            tracing::debug!("client missed its pongs");
+            return Event::Fatal(CloseCode::GoingAway);
+        }
+        match self.send_raw(Message::Ping(Default::default())).await {
+            Ok(()) => Event::Nothing,
+            Err(code) => Event::Fatal(code),
+        }
+    }
+
+    /// Sends one protocol message.
+    pub(super) async fn send(&mut self, message: &ServerMessage) -> Result<(), CloseCode> {
+        self.send_raw(Message::text(message.to_json())).await
+    }
+
+    /// Sends one frame within the write timeout: a client that cannot take it in time is too
+    /// slow (4008); a broken connection ends the session.
+    pub(super) async fn send_raw(&mut self, message: Message) -> Result<(), CloseCode> {
+        match tokio::time::timeout(self.write_timeout, self.ws.send(message)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => {
+                tracing::debug!(error = %err, "write to client failed");
+                Err(CloseCode::GoingAway)
+            }
+            Err(_) => Err(CloseCode::TooSlow),
+        }
+    }
+
+    /// Closes the session with `code` and counts it. Best effort: the client may be gone.
+    pub(super) async fn close(mut self, code: CloseCode, metrics: &Metrics) {
+        metrics.session_closed(code.code());
+        let frame = CloseFrame {
+            code: WsCloseCode::from(code.code()),
+            reason: code.reason().into(),
+        };
+        let closing = async {
+            let _ = self.ws.send(Message::Close(Some(frame))).await;
+            // Give the client a moment to answer the close, so it sees a clean close rather
+            // than a reset; never wait long for a client that does not.
+            while let Some(Ok(msg)) = self.ws.next().await {
+                if msg.is_close() {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), closing).await;
+    }
+}
