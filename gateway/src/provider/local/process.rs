@@ -315,13 +315,17 @@ mod tests {
     async fn a_workspace_process_is_recognised_by_its_id_argument() {
         let id = Uuid::new_v4();
         let mut child = Command::new("sh")
-            .args(["-c", "read _", "sh", "--workspace-id"])
+            .args(["-c", "echo ready; read _", "sh", "--workspace-id"])
             .arg(id.to_string())
             .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .unwrap();
         let pid = i32::try_from(child.id().unwrap()).unwrap();
+        // Until the child runs, exec may not have set up its command line yet.
+        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        assert_eq!(stdout.next_line().await.unwrap().as_deref(), Some("ready"));
         assert!(is_workspace_process(pid, id));
         assert!(!is_workspace_process(pid, Uuid::new_v4()));
         child.kill().await.unwrap();
