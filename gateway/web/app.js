@@ -117,7 +117,7 @@ function saveAuth() {
 function loadAuth() {
   try {
     const saved = JSON.parse(sessionStorage.getItem(TOKEN_KEY) || 'null');
-    if (saved?.token && (!saved.expiresAt || Date.parse(saved.expiresAt) > Date.now() + 30_000)) {
+    if (saved?.token && (!saved.expiresAt || saved.expiresAt > Date.now() + 30_000)) {
       Object.assign(auth, saved);
     }
   } catch {
@@ -127,6 +127,7 @@ function loadAuth() {
 
 // The embedded default can issue a token for the local user; the custom header makes the request
 // non-simple, so another site cannot trigger it from a browser without a CORS preflight.
+// Returns the token body, 'refused' (not offered here: ask the user), or 'unreachable'.
 async function fetchLocalToken() {
   let res;
   try {
@@ -136,11 +137,22 @@ async function fetchLocalToken() {
       cache: 'no-store',
     });
   } catch {
-    return null;
+    return 'unreachable';
   }
-  if (!res.ok) return null;
-  const body = await res.json();
-  return body?.token ? body : null;
+  if (res.status >= 500) return 'unreachable';
+  if (!res.ok) return 'refused';
+  try {
+    const body = await res.json();
+    return body?.token ? body : 'refused';
+  } catch {
+    return 'refused';
+  }
+}
+
+// `expires_at` is seconds since the epoch (protocol TokenBody); accept RFC 3339 too.
+function parseExpiry(v) {
+  const ms = typeof v === 'number' ? (v < 1e12 ? v * 1000 : v) : typeof v === 'string' ? Date.parse(v) : NaN;
+  return Number.isFinite(ms) ? ms : null;
 }
 
 function userLabel(user) {
@@ -152,9 +164,9 @@ function userLabel(user) {
 function scheduleRefresh() {
   clearTimeout(auth.refreshTimer);
   if (!auth.local || !auth.expiresAt) return;
-  const left = Date.parse(auth.expiresAt) - Date.now();
+  const left = auth.expiresAt - Date.now();
   // Renew at 80% of the lifetime so a long-lived terminal never reconnects with a stale token.
-  auth.refreshTimer = setTimeout(() => signIn({ force: true }), Math.max(5_000, left * 0.8));
+  auth.refreshTimer = setTimeout(() => signIn({ force: true }).catch(() => {}), Math.max(5_000, left * 0.8));
 }
 
 function askForToken(message) {
@@ -189,18 +201,28 @@ async function signIn({ force = false, reason = null } = {}) {
   if (auth.pending) return auth.pending;
   auth.pending = (async () => {
     if (!force && auth.token) return auth.token;
-    const local = await fetchLocalToken();
-    if (local) {
-      Object.assign(auth, { token: local.token, user: local.user, local: true, expiresAt: local.expires_at });
-    } else {
-      const token = await askForToken(reason);
-      const claims = tokenClaims(token);
-      Object.assign(auth, {
-        token,
-        user: claims.email || claims.sub || 'token',
-        local: false,
-        expiresAt: claims.exp ? new Date(claims.exp * 1000).toISOString() : null,
-      });
+    for (let wait = 500; ; wait = Math.min(wait * 2, 5_000)) {
+      const local = await fetchLocalToken();
+      if (local === 'unreachable') {
+        // The gateway is down or restarting: a token we still hold stays good; otherwise wait
+        // for it rather than asking the user for a token they do not need.
+        if (auth.token && auth.expiresAt && auth.expiresAt > Date.now() + 60_000) return auth.token;
+        await sleep(wait);
+        continue;
+      }
+      if (local !== 'refused') {
+        Object.assign(auth, { token: local.token, user: local.user, local: true, expiresAt: parseExpiry(local.expires_at) });
+      } else {
+        const token = await askForToken(reason);
+        const claims = tokenClaims(token);
+        Object.assign(auth, {
+          token,
+          user: claims.email || claims.sub || 'token',
+          local: false,
+          expiresAt: parseExpiry(claims.exp),
+        });
+      }
+      break;
     }
     saveAuth();
     scheduleRefresh();
