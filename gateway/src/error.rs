@@ -43,6 +43,9 @@ pub enum Error {
     /// The workspace does not exist, or belongs to someone else (the same answer, on purpose).
     #[error("workspace not found")]
     NotFound,
+    /// No route matches the request.
+    #[error("not found")]
+    NoRoute,
     /// A malformed or invalid request; the message says what is wrong.
     #[error("{0}")]
     BadRequest(String),
@@ -77,6 +80,7 @@ impl Error {
             | Error::ForbiddenOrigin
             | Error::Forbidden(_)
             | Error::NotFound
+            | Error::NoRoute
             | Error::BadRequest(_)
             | Error::WrongState(_)
             | Error::NotUpgrade => Source::Client,
@@ -90,7 +94,7 @@ impl Error {
         match self {
             Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Error::ForbiddenOrigin | Error::Forbidden(_) => StatusCode::FORBIDDEN,
-            Error::NotFound => StatusCode::NOT_FOUND,
+            Error::NotFound | Error::NoRoute => StatusCode::NOT_FOUND,
             Error::BadRequest(_) | Error::WrongState(_) => StatusCode::BAD_REQUEST,
             Error::NotUpgrade => StatusCode::UPGRADE_REQUIRED,
             Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
@@ -107,7 +111,7 @@ impl Error {
                 CloseCode::Policy
             }
             Error::NotFound => CloseCode::NotFound,
-            Error::BadRequest(_) | Error::NotUpgrade => CloseCode::Policy,
+            Error::NoRoute | Error::BadRequest(_) | Error::NotUpgrade => CloseCode::Policy,
             Error::WrongState(_) => CloseCode::Stopped,
             Error::ShuttingDown => CloseCode::Restart,
             Error::WakeFailed(_) => CloseCode::WakeFailed,

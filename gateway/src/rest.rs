@@ -257,5 +257,5 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
 
 /// Any other path.
 pub async fn not_found() -> Error {
-    Error::BadRequest("no such route".into())
+    Error::NoRoute
 }

@@ -7,6 +7,8 @@
 //!
 //! Every process is killed when its handle drops, so a failing test leaves nothing behind.
 
+pub mod client;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -155,7 +157,7 @@ pub fn token_with(sub: &str, ttl_secs: i64, secret: &str) -> String {
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         &claims,
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).expect("HMAC key"),
     )
     .expect("encode token")
 }
@@ -181,5 +183,46 @@ impl WorkspaceService {
 
     pub fn ws_url(&self) -> String {
         format!("ws://{}/ws", self.proc.addr)
+    }
+}
+
+impl Gateway {
+    /// Starts a gateway on an existing data directory and a given address — the one a stopped
+    /// gateway had, so that clients reconnecting to the old URL find the new process.
+    ///
+    /// The old process's port can take a moment to be free after it exits, so a start that fails
+    /// before it is ready is retried with a short backoff for up to 15 s.
+    pub async fn start_at(
+        data_dir: &Path,
+        addr: SocketAddr,
+        opts: &GatewayOptions,
+    ) -> Result<Running> {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+        let mut backoff = std::time::Duration::from_millis(50);
+        loop {
+            let mut cmd = Command::new(bin_path("aether-gateway"));
+            cmd.arg("serve")
+                .arg("--listen")
+                .arg(addr.to_string())
+                .arg("--data-dir")
+                .arg(data_dir)
+                .args(&opts.args)
+                .env("AETHER_GATEWAY_JWT_SECRET", TEST_SECRET)
+                .env("AETHER_GATEWAY_WORKSPACE_BIN", bin_path("aether-workspace"))
+                .env_remove("AETHER_GATEWAY_LISTEN")
+                .env_remove("AETHER_GATEWAY_DATA_DIR");
+            for (k, v) in &opts.env {
+                cmd.env(k, v);
+            }
+            match Running::start(cmd).await {
+                Ok(running) => return Ok(running),
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    eprintln!("gateway restart on {addr} failed, retrying: {e:#}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(std::time::Duration::from_millis(500));
+                }
+                Err(e) => return Err(e.context(format!("restart the gateway on {addr}"))),
+            }
+        }
     }
 }

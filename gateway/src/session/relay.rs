@@ -177,10 +177,10 @@ async fn lost(
         }
     })
     .await;
-    if let Ok(Some(snapshot)) = explained {
-        if let Some(code) = gone(client, handle, &snapshot).await {
-            return code;
-        }
+    if let Ok(Some(snapshot)) = explained
+        && let Some(code) = gone(client, handle, &snapshot).await
+    {
+        return code;
     }
     send_error(
         client,

@@ -1,0 +1,567 @@
+//! The gateway end to end: real `aether-gateway` and `aether-workspace` processes, spoken to only
+//! over sockets. Timers (idle stop, boot budget) are covered under paused time in the gateway's
+//! unit tests; here they are checked for their wiring with short real settings, by polling state,
+//! never by sleeping for it.
+
+use aether_tests::client::{Api, Ended, Session};
+use aether_tests::{Gateway, GatewayOptions, TEST_SECRET, token, token_with};
+use anyhow::Result;
+use futures_util::future::join_all;
+use protocol::WorkspaceStatus;
+use reqwest::Method;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+fn opts(args: &[&str]) -> GatewayOptions {
+    GatewayOptions {
+        args: args.iter().map(|s| s.to_string()).collect(),
+        env: Vec::new(),
+    }
+}
+
+async fn gateway(args: &[&str]) -> Result<(Gateway, Api)> {
+    let gw = Gateway::start(opts(args)).await?;
+    let api = Api::new(gw.http_url(), token("alice"));
+    Ok((gw, api))
+}
+
+/// A `Sec-WebSocket-Protocol` offer of a token.
+fn subprotocol(marker: &str, token: &str) -> String {
+    format!("{marker}, {token}")
+}
+
+#[tokio::test]
+async fn every_token_carrier_is_accepted_and_the_token_is_never_echoed() -> Result<()> {
+    let (gw, api) = gateway(&[]).await?;
+    let id = api.create(json!({})).await?;
+    let url = format!("{}?start=false", gw.ws_url(&id));
+    let t = token("alice");
+
+    for marker in ["Bearer", "access_token"] {
+        let mut s = Session::connect(
+            &url,
+            &[("sec-websocket-protocol", &subprotocol(marker, &t))],
+        )
+        .await?;
+        let echoed = s.response.headers()["sec-websocket-protocol"].to_str()?;
+        assert_eq!(echoed, marker);
+        let status = s.recv().await?;
+        assert_eq!(status["status"], "stopped");
+    }
+    let mut s = Session::connect(&format!("{url}&token={t}"), &[]).await?;
+    assert_eq!(s.recv().await?["type"], "status");
+    let mut s = Session::bearer(&url, &t).await?;
+    assert_eq!(s.recv().await?["type"], "status");
+    assert!(s.response.headers().get("sec-websocket-protocol").is_none());
+    // `start=false` on a stopped workspace: reported, then closed with 4009.
+    let (ended, seen) = s.closed().await?;
+    assert_eq!(ended, Ended::Closed(4009));
+    assert_eq!(seen[0]["code"], "stopped");
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_tokens_origins_and_strangers_are_refused_before_the_upgrade() -> Result<()> {
+    let (gw, api) = gateway(&[]).await?;
+    let id = api.create(json!({})).await?;
+    let url = gw.ws_url(&id);
+    let auth = |t: &str| format!("Bearer {t}");
+
+    // 401 for every kind of bad token, with the documented body.
+    let expired = token_with("alice", -3600, TEST_SECRET);
+    let wrong_key = token_with("alice", 3600, "another-secret-another-secret-0000");
+    let none_alg = {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let header = b64.encode(r#"{"alg":"none","typ":"JWT"}"#);
+        let claims = b64.encode(
+            json!({"sub":"alice","aud":"authenticated","exp": 4_000_000_000u64}).to_string(),
+        );
+        format!("{header}.{claims}.")
+    };
+    let hs384 = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS384),
+        &json!({"sub":"alice","aud":"authenticated","exp": 4_000_000_000u64}),
+        &jsonwebtoken::EncodingKey::from_secret(TEST_SECRET.as_bytes())?,
+    )?;
+    for bad in [
+        None,
+        Some("not-a-jwt".to_owned()),
+        Some(expired),
+        Some(wrong_key),
+        Some(none_alg),
+        Some(hs384),
+    ] {
+        let headers = bad.as_ref().map(|t| auth(t));
+        let headers: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|h| ("authorization", h.as_str()))
+            .collect();
+        let (status, body) = Session::refused(&url, &headers).await?;
+        assert_eq!(status, 401, "{bad:?}");
+        assert_eq!(
+            serde_json::from_str::<Value>(&body)?,
+            json!({"error":"Unauthorized"})
+        );
+        assert!(bad.is_none_or(|t| !body.contains(&t)));
+    }
+
+    // 403 for a browser page of another origin; the gateway's own origin is fine.
+    let alice = auth(&token("alice"));
+    let (status, _) = Session::refused(
+        &url,
+        &[
+            ("authorization", &alice),
+            ("origin", "https://evil.example.com"),
+        ],
+    )
+    .await?;
+    assert_eq!(status, 403);
+    let own = format!("http://{}", gw.proc.addr);
+    let mut s = Session::connect(
+        &format!("{url}?start=false"),
+        &[("authorization", &alice), ("origin", &own)],
+    )
+    .await?;
+    assert_eq!(s.recv().await?["type"], "status");
+
+    // 404 for someone else's workspace and for one that does not exist.
+    let bob = auth(&token("bob"));
+    let (status, _) = Session::refused(&url, &[("authorization", &bob)]).await?;
+    assert_eq!(status, 404);
+    let missing = gw.ws_url(&uuid::Uuid::new_v4().to_string());
+    let (status, _) = Session::refused(&missing, &[("authorization", &alice)]).await?;
+    assert_eq!(status, 404);
+
+    // Metrics count refusals by reason, with no ids or tokens in them.
+    let text = reqwest::get(format!("{}/metrics", gw.http_url()))
+        .await?
+        .text()
+        .await?;
+    assert!(
+        text.contains(r#"aether_gateway_auth_failures_total{reason="expired"} 1"#),
+        "{text}"
+    );
+    assert!(text.contains(r#"reason="missing""#));
+    assert!(!text.contains(&id));
+    Ok(())
+}
+
+#[tokio::test]
+async fn rest_api_is_aether_compatible() -> Result<()> {
+    let (gw, api) = gateway(&[]).await?;
+    let bob = Api::new(gw.http_url(), token("bob"));
+    let anonymous = Api::new(gw.http_url(), "");
+
+    let id = api
+        .create(json!({"hardware": {"cpus": 4, "memory_mb": 4096}, "keep_active": true}))
+        .await?;
+    let ws = api.get(&id).await?;
+    assert_eq!(ws["hardware"]["cpus"], 4);
+    assert_eq!(ws["hardware"]["cpu_kind"], "shared");
+    assert_eq!(ws["keep_active"], true);
+
+    let (status, body) = anonymous.call(Method::GET, "/workspaces", None).await?;
+    assert_eq!((status, body), (401, json!({"error":"Unauthorized"})));
+    let (status, _) = bob
+        .call(Method::GET, &format!("/workspaces/{id}"), None)
+        .await?;
+    assert_eq!(status, 404);
+    let (_, list) = bob.call(Method::GET, "/workspaces", None).await?;
+    assert_eq!(list, json!({"workspaces": []}));
+
+    let project = uuid::Uuid::new_v4();
+    let (status, body) = api
+        .call(
+            Method::POST,
+            &format!("/projects/{project}/workspaces"),
+            Some(json!({"hardware": {"cpus": 99}})),
+        )
+        .await?;
+    assert_eq!(status, 400);
+    assert!(body["error"].as_str().unwrap().contains("cpus"), "{body}");
+
+    let (status, body) = api
+        .call(
+            Method::PATCH,
+            &format!("/workspaces/{id}"),
+            Some(json!({"keep_active": false, "memory_mb": 8192})),
+        )
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["keep_active"], false);
+    assert_eq!(body["hardware"]["memory_mb"], 8192);
+
+    let (status, body) = api
+        .call(Method::POST, &format!("/workspaces/{id}/stop"), None)
+        .await?;
+    assert_eq!((status, body["error"].as_str().is_some()), (400, true));
+    let (status, body) = api
+        .call(Method::POST, &format!("/workspaces/{id}/start"), None)
+        .await?;
+    assert_eq!((status, body), (200, json!({"status":"starting"})));
+    api.wait_status(&id, WorkspaceStatus::Running).await?;
+    let (status, _) = api
+        .call(Method::POST, &format!("/workspaces/{id}/start"), None)
+        .await?;
+    assert_eq!(status, 400);
+    let (_, running) = api
+        .call(Method::GET, "/workspaces?status=running", None)
+        .await?;
+    assert_eq!(running["workspaces"].as_array().unwrap().len(), 1);
+    let (_, stopped) = api
+        .call(Method::GET, "/workspaces?status=stopped", None)
+        .await?;
+    assert_eq!(stopped["workspaces"], json!([]));
+    let (status, _) = api
+        .call(Method::GET, "/workspaces?status=sleeping", None)
+        .await?;
+    assert_eq!(status, 400);
+
+    let (status, body) = api
+        .call(Method::POST, &format!("/workspaces/{id}/stop"), None)
+        .await?;
+    assert_eq!((status, body), (200, json!({"status":"stopping"})));
+    api.wait_status(&id, WorkspaceStatus::Stopped).await?;
+
+    let (status, _) = bob
+        .call(Method::DELETE, &format!("/workspaces/{id}"), None)
+        .await?;
+    assert_eq!(status, 404);
+    let (status, _) = api
+        .call(Method::DELETE, &format!("/workspaces/{id}"), None)
+        .await?;
+    assert_eq!(status, 204);
+    let (status, _) = api
+        .call(Method::GET, &format!("/workspaces/{id}"), None)
+        .await?;
+    assert_eq!(status, 404);
+    let (status, body) = api.call(Method::GET, "/no/such/route", None).await?;
+    assert_eq!((status, body), (404, json!({"error":"not found"})));
+    Ok(())
+}
+
+#[tokio::test]
+async fn connect_wakes_a_stopped_workspace_and_streams_each_state() -> Result<()> {
+    let (gw, api) = gateway(&["--local-boot-delay", "500ms"]).await?;
+    let id = api.create(json!({})).await?;
+    let mut s = Session::bearer(&gw.ws_url(&id), &token("alice")).await?;
+    // Sent while the workspace wakes: held, then delivered in order.
+    s.send(json!({"channel":"terminal","type":"create","sessionId":"t1"}))
+        .await?;
+    s.send(
+        json!({"channel":"terminal","type":"input","sessionId":"t1","data":"echo he$((1+1))llo\n"}),
+    )
+    .await?;
+    let statuses = s.until_running().await?;
+    assert_eq!(statuses, ["stopped", "starting", "running"]);
+    let output = s.read_terminal("t1", "he2llo").await?;
+    assert!(output.contains("he2llo"));
+    assert_eq!(api.get(&id).await?["active_connections"], 1);
+    assert_eq!(
+        api.metric("aether_gateway_workspace_starts_total").await?,
+        1.0
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn fifty_concurrent_connects_start_the_workspace_once() -> Result<()> {
+    let (gw, api) = gateway(&["--local-boot-delay", "1s"]).await?;
+    let id = api.create(json!({})).await?;
+    let url = gw.ws_url(&id);
+    let t = token("alice");
+    let sessions = join_all((0..50).map(|_| {
+        let url = url.clone();
+        let t = t.clone();
+        async move {
+            let mut s = Session::bearer(&url, &t).await?;
+            let statuses = s.until_running().await?;
+            anyhow::Ok((s, statuses))
+        }
+    }))
+    .await;
+    let mut sessions: Vec<Session> = sessions
+        .into_iter()
+        .map(|r| {
+            let (s, statuses) = r.expect("session");
+            assert_eq!(statuses.last().map(String::as_str), Some("running"));
+            s
+        })
+        .collect();
+    assert_eq!(
+        api.metric("aether_gateway_workspace_starts_total").await?,
+        1.0
+    );
+    assert_eq!(api.get(&id).await?["active_connections"], 50);
+    // Every one of them relays.
+    for (i, s) in sessions.iter_mut().enumerate() {
+        assert_eq!(s.ping(i as u64).await?["seq"], i);
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_workspace_that_cannot_start_ends_the_wait_with_4500() -> Result<()> {
+    let gw = Gateway::start(GatewayOptions {
+        args: Vec::new(),
+        env: vec![("AETHER_GATEWAY_WORKSPACE_BIN".into(), "/bin/false".into())],
+    })
+    .await?;
+    let api = Api::new(gw.http_url(), token("alice"));
+    let id = api.create(json!({})).await?;
+    let mut s = Session::bearer(&gw.ws_url(&id), &token("alice")).await?;
+    let (ended, seen) = s.closed().await?;
+    assert_eq!(ended, Ended::Closed(4500));
+    let error = seen
+        .iter()
+        .find(|v| v["type"] == "error")
+        .expect("an error message");
+    assert_eq!(error["code"], "start_failed");
+    assert!(!error["message"].as_str().unwrap().is_empty());
+    let ws = api.wait_status(&id, WorkspaceStatus::Error).await?;
+    assert!(ws["error_message"].is_string());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_boot_over_budget_ends_the_wait_with_4504() -> Result<()> {
+    let (gw, api) = gateway(&["--local-boot-delay", "60s", "--boot-timeout", "1s"]).await?;
+    let id = api.create(json!({})).await?;
+    let mut s = Session::bearer(&gw.ws_url(&id), &token("alice")).await?;
+    let (ended, seen) = s.closed().await?;
+    assert_eq!(ended, Ended::Closed(4504));
+    let statuses: Vec<&str> = seen
+        .iter()
+        .filter(|v| v["type"] == "status")
+        .filter_map(|v| v["status"].as_str())
+        .collect();
+    assert_eq!(statuses, ["stopped", "starting", "error"]);
+    assert_eq!(seen.last().unwrap()["code"], "start_timeout");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_connect_during_stopping_waits_and_wakes_it_again() -> Result<()> {
+    let (gw, api) = gateway(&[]).await?;
+    let id = api.create(json!({})).await?;
+    let mut first = Session::bearer(&gw.ws_url(&id), &token("alice")).await?;
+    first.until_running().await?;
+    let (status, _) = api
+        .call(Method::POST, &format!("/workspaces/{id}/stop"), None)
+        .await?;
+    assert_eq!(status, 200);
+    let mut second = Session::bearer(&gw.ws_url(&id), &token("alice")).await?;
+    let statuses = second.until_running().await?;
+    assert_eq!(statuses.last().unwrap(), "running");
+    assert_eq!(second.ping(7).await?["seq"], 7);
+    // The first session was told its workspace stopped.
+    let (ended, _) = first.closed().await?;
+    assert_eq!(ended, Ended::Closed(4009));
+    assert_eq!(
+        api.metric("aether_gateway_workspace_starts_total").await?,
+        2.0
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_relay_keeps_order_limits_size_and_answers_bad_input() -> Result<()> {
+    let (gw, api) = gateway(&[]).await?;
+    let id = api.create(json!({})).await?;
+    let url = gw.ws_url(&id);
+    let mut s = Session::bearer(&url, &token("alice")).await?;
+    s.until_running().await?;
+
+    for seq in 0..200u64 {
+        s.send(json!({"channel":"workspace","type":"ping","seq":seq,"data":"x".repeat(100)}))
+            .await?;
+    }
+    for seq in 0..200u64 {
+        let pong = s.until(|v| v["type"] == "pong").await?;
+        assert_eq!(pong["seq"], seq, "pongs come back in order");
+    }
+
+    s.send_raw(Message::text("{not json")).await?;
+    let error = s.recv().await?;
+    assert_eq!(error["channel"], "error");
+    assert!(error["error"].as_str().unwrap().contains("malformed JSON"));
+    s.send(json!({"channel":"nope","type":"x","requestId":"r1"}))
+        .await?;
+    let error = s.recv().await?;
+    assert_eq!(
+        (error["channel"].as_str(), error["requestId"].as_str()),
+        (Some("error"), Some("r1"))
+    );
+    s.send(json!({"channel":"terminal","type":"frobnicate"}))
+        .await?;
+    let error = s.until(|v| v["channel"] == "error").await?;
+    assert!(error["error"].is_string());
+    assert_eq!(s.ping(1000).await?["seq"], 1000, "the socket stays usable");
+
+    s.send_raw(Message::binary(vec![1, 2, 3])).await?;
+    assert_eq!(s.closed().await?.0, Ended::Closed(1003));
+
+    let mut s = Session::bearer(&url, &token("alice")).await?;
+    s.until_running().await?;
+    let big = "x".repeat(protocol::MAX_MESSAGE_SIZE + 1);
+    s.send(json!({"channel":"workspace","type":"ping","seq":1,"data":big}))
+        .await?;
+    assert_eq!(s.closed().await?.0, Ended::Closed(1009));
+    Ok(())
+}
+
+/// Finds the pid of the workspace service of `id` (its command line names the workspace).
+fn workspace_pid(id: &str) -> Option<i32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            (cmdline.contains("aether-workspace") && cmdline.contains(id)).then_some(pid)
+        })
+}
+
+#[tokio::test]
+async fn a_client_is_told_when_its_workspace_dies_or_stops() -> Result<()> {
+    let (gw, api) = gateway(&[]).await?;
+    let id = api.create(json!({})).await?;
+    let mut s = Session::bearer(&gw.ws_url(&id), &token("alice")).await?;
+    s.until_running().await?;
+    let pid = workspace_pid(&id).expect("workspace service process");
+    std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()?;
+    let (ended, seen) = s.closed().await?;
+    assert_eq!(ended, Ended::Closed(1011), "{seen:?}");
+    assert!(
+        seen.iter()
+            .any(|v| v["type"] == "status" && v["status"] == "error"),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|v| v["type"] == "error" && v["code"] == "backend_lost")
+    );
+
+    // Reconnecting wakes it again; a user stop then closes the session with 4009.
+    let mut s = Session::bearer(&gw.ws_url(&id), &token("alice")).await?;
+    s.until_running().await?;
+    api.call(Method::POST, &format!("/workspaces/{id}/stop"), None)
+        .await?;
+    let (ended, seen) = s.closed().await?;
+    assert_eq!(ended, Ended::Closed(4009));
+    assert!(
+        seen.iter()
+            .any(|v| v["type"] == "status"
+                && (v["status"] == "stopping" || v["status"] == "stopped"))
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn idle_stop_counts_connections_but_not_observers() -> Result<()> {
+    let (gw, api) = gateway(&["--idle-timeout", "1s"]).await?;
+    let id = api.create(json!({})).await?;
+    let mut s = Session::bearer(&gw.ws_url(&id), &token("alice")).await?;
+    s.until_running().await?;
+    let ws = api.get(&id).await?;
+    assert_eq!(
+        (
+            ws["active_connections"].as_u64(),
+            ws["idle_stop_at"].is_null()
+        ),
+        (Some(1), true)
+    );
+
+    // An observer sees the workspace but does not keep it awake.
+    let observer_url = format!("{}?counts=false", gw.ws_url(&id));
+    let mut observer = Session::bearer(&observer_url, &token("alice")).await?;
+    observer.until_running().await?;
+    assert_eq!(api.get(&id).await?["active_connections"], 1);
+    s.close().await;
+    let ws = api
+        .wait_for(&id, |w| {
+            w["status"] == "stopped" || w["idle_stop_at"].is_string()
+        })
+        .await?;
+    assert_eq!(ws["active_connections"], 0);
+    api.wait_status(&id, WorkspaceStatus::Stopped).await?;
+    let (ended, _) = observer.closed().await?;
+    assert_eq!(ended, Ended::Closed(4009));
+    assert_eq!(
+        api.metric("aether_gateway_workspace_stops_total").await?,
+        1.0
+    );
+
+    // keep_active: never idle-stopped.
+    api.call(
+        Method::PATCH,
+        &format!("/workspaces/{id}"),
+        Some(json!({"keep_active": true})),
+    )
+    .await?;
+    let mut s = Session::bearer(&gw.ws_url(&id), &token("alice")).await?;
+    s.until_running().await?;
+    s.close().await;
+    let ws = api.wait_for(&id, |w| w["active_connections"] == 0).await?;
+    assert!(ws["idle_stop_at"].is_null(), "{ws}");
+    assert_eq!(ws["status"], "running");
+    Ok(())
+}
+
+#[tokio::test]
+async fn sigterm_drains_sessions_with_1012_and_a_restart_recovers_the_workspace() -> Result<()> {
+    let (mut gw, api) = gateway(&[]).await?;
+    let id = api.create(json!({})).await?;
+    let mut s = Session::bearer(&gw.ws_url(&id), &token("alice")).await?;
+    s.until_running().await?;
+    s.send(json!({"channel":"terminal","type":"create","sessionId":"keep"}))
+        .await?;
+    s.send(json!({"channel":"terminal","type":"input","sessionId":"keep","data":"export MARK=survived\n"}))
+        .await?;
+    s.until(|v| v["type"] == "output").await?;
+
+    let code = gw.proc.terminate().await?;
+    assert_eq!(code, Some(0), "the gateway exits cleanly");
+    let (ended, _) = s.closed().await?;
+    assert_eq!(ended, Ended::Closed(1012));
+
+    // A new gateway on the same data dir finds the workspace still running, without a start.
+    let restarted = Gateway::start_in(gw.data_dir.path(), &GatewayOptions::default()).await?;
+    let api = Api::new(format!("http://{}", restarted.addr), token("alice"));
+    api.wait_status(&id, WorkspaceStatus::Running).await?;
+    let url = format!("ws://{}/workspaces/{id}/ws", restarted.addr);
+    let mut s = Session::bearer(&url, &token("alice")).await?;
+    assert_eq!(s.until_running().await?, ["running"]);
+    let output = s.shell("keep", "echo mark=$MARK", "mark=survived").await?;
+    assert!(output.contains("mark=survived"));
+    assert_eq!(
+        api.metric("aether_gateway_workspace_starts_total").await?,
+        0.0
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_query_route_and_health_endpoints_work() -> Result<()> {
+    let (gw, api) = gateway(&[]).await?;
+    let id = api.create(json!({})).await?;
+    let url = format!("ws://{}/ws?workspace_id={id}", gw.proc.addr);
+    let mut s = Session::bearer(&url, &token("alice")).await?;
+    s.until_running().await?;
+    assert_eq!(s.ping(3).await?["seq"], 3);
+    let health = reqwest::get(format!("{}/healthz", gw.http_url())).await?;
+    assert_eq!(health.status(), 200);
+    let ready = reqwest::get(format!("{}/readyz", gw.http_url())).await?;
+    assert_eq!(ready.status(), 200);
+    let plain = reqwest::Client::new()
+        .get(format!("{}/workspaces/{id}/ws", gw.http_url()))
+        .bearer_auth(token("alice"))
+        .send()
+        .await?;
+    assert_eq!(plain.status(), 426, "a plain GET on a WebSocket route");
+    Ok(())
+}
