@@ -146,7 +146,13 @@ async function focusTerminal() {
 try {
   // 1. The page signs in with a local token, without typing.
   step('open the page');
-  await page.goto(BASE);
+  const response = await page.goto(BASE);
+  // The policy the page runs under is the one under test: without it, "no violations" means nothing.
+  const csp = response.headers()['content-security-policy'] || '';
+  for (const directive of ["script-src 'self'", "connect-src 'self'", "default-src 'none'"]) {
+    if (!csp.split(';').map((d) => d.trim()).includes(directive)) throw new Error(`CSP lacks ${directive}: ${csp}`);
+  }
+  if (response.headers()['x-content-type-options'] !== 'nosniff') throw new Error('no nosniff on the page');
   await page.locator('#auth-user', { hasText: 'local user' }).waitFor();
   const token = await page.evaluate(() => JSON.parse(sessionStorage.getItem('aether.token')).token);
   if (!token || token.split('.').length !== 3) throw new Error('no JWT in sessionStorage');
