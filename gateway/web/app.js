@@ -45,6 +45,13 @@ const CLOSE_REASONS = {
   4500: 'the workspace failed to start',
   4504: 'the workspace did not start in time',
 };
+const ERROR_TITLES = {
+  1008: 'The gateway refused the connection',
+  4004: 'Workspace not found',
+  4009: 'The workspace stopped',
+  4500: 'The workspace failed to start',
+  4504: 'The workspace did not start in time',
+};
 const WAKE_STEPS = ['stopped', 'starting', 'running'];
 
 const $ = (id) => document.getElementById(id);
@@ -675,7 +682,7 @@ class Tab {
           await api('GET', `/workspaces/${encodeURIComponent(this.workspaceId)}`);
         } catch (e) {
           if (e instanceof ApiError && e.status === 404) {
-            this.fail(CLOSE_REASONS[4004]);
+            this.fail(CLOSE_REASONS[4004], 4004);
             return;
           }
           /* the gateway is unreachable: keep retrying */
@@ -755,7 +762,7 @@ class Tab {
         break;
       case 'error':
         strip = `error: ${this.note}`;
-        title = this.failure?.code === 4009 ? 'The workspace stopped' : 'Could not open the terminal';
+        title = ERROR_TITLES[this.failure?.code] || 'Could not open the terminal';
         detail = this.error && this.error.message !== this.note ? `${this.note} — ${this.error.message}` : this.note;
         button = [this.failure?.code === 4009 ? 'Wake it again' : 'Retry', () => { this.attempt = 0; this.connect(); }];
         break;
