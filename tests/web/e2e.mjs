@@ -230,6 +230,17 @@ try {
   });
   await screenshot('reattached');
 
+  // 6b. Reloading the page restores the tab: it re-attaches to the same session and replays the
+  // output the session still holds into the fresh terminal.
+  step('reload the page');
+  await page.reload();
+  await until('the restored tab to attach', async () => (await tabs())[0]?.state === 'attached');
+  await until('the replayed output', async () => {
+    const t = await tab();
+    return t.sessionId === sessionId && lines(t).includes(`MARK=${mark}`) && lines(t).includes('hello');
+  });
+  await screenshot('reloaded');
+
   // 7. A second tab on the same workspace; the list counts both connections.
   step('second tab');
   const liveRow = page.locator(`.ws[data-id="${workspaceId}"]`);
