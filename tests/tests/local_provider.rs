@@ -36,11 +36,7 @@ impl DataDir {
 
 impl Drop for DataDir {
     fn drop(&mut self) {
-        for pid in processes_matching(&self.path().display().to_string()) {
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-        }
+        gateway::provider::local::kill_services_in(self.path());
     }
 }
 
@@ -115,18 +111,14 @@ async fn wait_gone(pid: i32) -> Result<()> {
 
 /// Pids of live processes whose command line names workspace `id`.
 fn processes_of(id: Uuid) -> Vec<i32> {
-    processes_matching(&id.to_string())
-}
-
-/// Pids of live processes whose command line contains `needle`.
-fn processes_matching(needle: &str) -> Vec<i32> {
+    let needle = id.to_string();
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
         .filter(|pid| {
             std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&needle))
         })
         .filter(|pid| alive(*pid))
         .collect()
@@ -543,5 +535,20 @@ async fn records_and_updates_persist_across_reopen() -> Result<()> {
     assert_eq!(alices[0].workspace.hardware.memory_mb, 4096);
     assert_eq!(alices[0].workspace.idle_timeout_secs, Some(60));
     assert_eq!(reopened.get(bob).await?.owner, "bob");
+    Ok(())
+}
+
+#[tokio::test]
+async fn services_left_by_a_dropped_provider_can_be_killed_by_a_harness() -> Result<()> {
+    let dir = DataDir::new();
+    let provider = LocalProvider::open(config(dir.path()))?;
+    let id = create(&provider, "alice").await?;
+    timeout(GUARD, provider.start(id)).await??;
+    let pid = provider.pid(id).context("pid")?;
+    drop(provider);
+    assert!(alive(pid), "the service should outlive its provider");
+
+    assert_eq!(gateway::provider::local::kill_services_in(dir.path()), 1);
+    wait_gone(pid).await?;
     Ok(())
 }

@@ -256,6 +256,25 @@ impl LocalProvider {
     }
 }
 
+/// Kills every workspace service started with a volume under `<data_dir>/volumes` — whether or
+/// not a provider is open on it — and returns how many there were.
+///
+/// For test harnesses only: a gateway that is killed leaves its workspace services running on
+/// purpose (the next gateway on the same data directory adopts them), so a test that throws the
+/// data directory away must end them itself.
+#[doc(hidden)]
+pub fn kill_services_in(data_dir: &Path) -> usize {
+    // Processes were started with the path as given; compare both spellings.
+    let given = data_dir.join("volumes");
+    let mut killed = process::kill_services_under(&given);
+    if let Ok(canonical) = std::fs::canonicalize(data_dir)
+        && canonical.join("volumes") != given
+    {
+        killed += process::kill_services_under(&canonical.join("volumes"));
+    }
+    killed
+}
+
 impl Drop for LocalProvider {
     fn drop(&mut self) {
         // Monitors let go of their services; the services keep running for the next gateway.

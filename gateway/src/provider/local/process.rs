@@ -7,6 +7,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -277,6 +278,30 @@ pub(super) async fn terminate(
             "process {pid} still running {kill_wait:?} after SIGKILL"
         ))
     }
+}
+
+/// SIGKILLs the process group of every workspace service whose volume lies under `volumes`,
+/// and returns how many it found. For test harnesses: a gateway killed outright leaves its
+/// services running on purpose (the next gateway adopts them), which a test must not leak.
+pub(super) fn kill_services_under(volumes: &Path) -> usize {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut killed = 0;
+    for pid in dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()) {
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let ours = args.windows(2).any(|w| {
+            w[0] == b"--volume" && Path::new(std::ffi::OsStr::from_bytes(w[1])).starts_with(volumes)
+        }) && args.iter().any(|a| *a == b"--workspace-id");
+        if ours && is_alive(pid) {
+            let _ = signal_group(pid, Signal::SIGKILL);
+            killed += 1;
+        }
+    }
+    killed
 }
 
 /// Asks a workspace service's `/healthz` which workspace it serves; `None` if it does not answer
