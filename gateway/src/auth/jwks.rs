@@ -66,11 +66,14 @@ pub struct HttpJwks {
 }
 
 impl HttpJwks {
-    pub fn new(url: url::Url) -> HttpJwks {
-        HttpJwks {
-            client: reqwest::Client::new(),
-            url,
-        }
+    /// A source for `url`. Fails only if the HTTP client cannot be set up (TLS roots, resolver).
+    pub fn new(url: url::Url) -> Result<HttpJwks, FetchError> {
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("aether-gateway/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(FETCH_TIMEOUT)
+            .build()
+            .map_err(|e| FetchError::Http(e.to_string()))?;
+        Ok(HttpJwks { client, url })
     }
 }
 

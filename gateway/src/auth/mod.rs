@@ -5,7 +5,7 @@
 //! - [`Authenticator`] (here): verify a token and return its [`Claims`]; failures are a typed
 //!   [`AuthError`] whose [`AuthError::reason`] labels `aether_gateway_auth_failures_total`.
 //! - [`jwks`]: the cached JWKS of asymmetric (ES256/RS256) keys.
-//! - [`mint`]: HS256 tokens for `aether-gateway token` and `POST /auth/local-token`.
+//! - [`mint`](mod@mint): HS256 tokens for `aether-gateway token` and `POST /auth/local-token`.
 //! - [`secret`]: the [`Secret`] type that never prints itself, and the secret generated into the
 //!   data directory when no key is configured.
 //!
@@ -146,6 +146,8 @@ pub enum AuthSetupError {
     BadJwksUrl(String),
     #[error("generated secret: {0}")]
     SecretFile(#[from] secret::SecretFileError),
+    #[error("JWKS client: {0}")]
+    JwksClient(#[from] jwks::FetchError),
 }
 
 /// Claim checks shared by every key.
@@ -234,7 +236,7 @@ impl Authenticator {
                     .filter(|u| matches!(u.scheme(), "http" | "https"))
                     .ok_or_else(|| AuthSetupError::BadJwksUrl(raw.to_owned()))?;
                 Some(JwksCache::new(
-                    HttpJwks::new(url),
+                    HttpJwks::new(url)?,
                     config.jwks_refetch_interval,
                     config.jwks_cache_ttl,
                 ))
