@@ -72,8 +72,31 @@ impl From<Output> for Out {
     }
 }
 
-/// Creates a workspace with the CLI itself and returns its id (it starts out stopped).
-async fn create_workspace(url: &str, token: &str) -> Result<String> {
+/// A workspace created for a test, deleted when the test ends (pass or fail): the gateway leaves
+/// workspace processes running when it exits — by design, so that a restart recovers them — and
+/// the harness kills it, so without this they would outlive the test.
+struct TestWorkspace {
+    id: String,
+    url: String,
+    token: String,
+}
+
+impl Drop for TestWorkspace {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(bin_path("aether"))
+            .args(["workspace", "delete", "--yes", &self.id])
+            .env("AETHER_API_URL", &self.url)
+            .env("AETHER_TOKEN", &self.token)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Creates a workspace with the CLI itself (it starts out stopped). Declare the result after
+/// the gateway, so that it is dropped (deleted) while the gateway still runs.
+async fn create_workspace(url: &str, token: &str) -> Result<TestWorkspace> {
     let project = uuid::Uuid::new_v4().to_string();
     let out = run(
         url,
@@ -86,7 +109,11 @@ async fn create_workspace(url: &str, token: &str) -> Result<String> {
         bail!("create failed: {out:?}");
     }
     let ws: serde_json::Value = serde_json::from_str(&out.stdout).context("create --json")?;
-    Ok(ws["id"].as_str().context("id")?.to_owned())
+    Ok(TestWorkspace {
+        id: ws["id"].as_str().context("id")?.to_owned(),
+        url: url.to_owned(),
+        token: token.to_owned(),
+    })
 }
 
 /// A tmux server of our own (its socket in a temp dir), running one command in one window: a
@@ -270,7 +297,8 @@ async fn piped_script_prints_its_output_and_exits_with_its_code() -> Result<()> 
     let gw = Gateway::start(GatewayOptions::default()).await?;
     let url = gw.http_url();
     let alice = token("alice");
-    let id = create_workspace(&url, &alice).await?;
+    let ws = create_workspace(&url, &alice).await?;
+    let id = ws.id.clone();
 
     let out = run(
         &url,
@@ -307,7 +335,8 @@ async fn list_get_start_stop_output() -> Result<()> {
     let gw = Gateway::start(GatewayOptions::default()).await?;
     let url = gw.http_url();
     let alice = token("alice");
-    let id = create_workspace(&url, &alice).await?;
+    let ws = create_workspace(&url, &alice).await?;
+    let id = ws.id.clone();
 
     let out = run(&url, Some(&alice), &["workspace", "list"], None).await?;
     assert_eq!(out.code, Some(0), "{out:?}");
@@ -421,7 +450,8 @@ async fn ping_reports_each_round_trip_and_a_summary() -> Result<()> {
     let gw = Gateway::start(GatewayOptions::default()).await?;
     let url = gw.http_url();
     let alice = token("alice");
-    let id = create_workspace(&url, &alice).await?;
+    let ws = create_workspace(&url, &alice).await?;
+    let id = ws.id.clone();
     let out = run(
         &url,
         Some(&alice),
@@ -448,7 +478,8 @@ async fn each_error_says_what_to_do_with_its_exit_code() -> Result<()> {
     let gw = Gateway::start(GatewayOptions::default()).await?;
     let url = gw.http_url();
     let alice = token("alice");
-    let id = create_workspace(&url, &alice).await?;
+    let ws = create_workspace(&url, &alice).await?;
+    let id = ws.id.clone();
     let missing = uuid::Uuid::new_v4().to_string();
 
     // No token.
@@ -517,7 +548,8 @@ async fn wake_failure_reports_the_reason() -> Result<()> {
     .await?;
     let url = gw.http_url();
     let alice = token("alice");
-    let id = create_workspace(&url, &alice).await?;
+    let ws = create_workspace(&url, &alice).await?;
+    let id = ws.id.clone();
     let out = run(
         &url,
         Some(&alice),
@@ -543,7 +575,8 @@ async fn interactive_session_shows_wake_runs_resizes_and_detaches() -> Result<()
     .await?;
     let url = gw.http_url();
     let alice = token("alice");
-    let id = create_workspace(&url, &alice).await?;
+    let ws = create_workspace(&url, &alice).await?;
+    let id = ws.id.clone();
 
     let tmux = Tmux::start(
         &connect_line(&id),
@@ -614,7 +647,8 @@ async fn interactive_session_exits_with_the_remote_exit_code() -> Result<()> {
     let gw = Gateway::start(GatewayOptions::default()).await?;
     let url = gw.http_url();
     let alice = token("alice");
-    let id = create_workspace(&url, &alice).await?;
+    let ws = create_workspace(&url, &alice).await?;
+    let id = ws.id.clone();
     let tmux = Tmux::start(
         &connect_line(&id),
         80,
@@ -636,10 +670,13 @@ async fn interactive_session_exits_with_the_remote_exit_code() -> Result<()> {
 #[tokio::test]
 async fn reconnect_after_gateway_restart_lands_in_the_same_shell() -> Result<()> {
     let mut gw = Gateway::start(GatewayOptions::default()).await?;
+    // Declared before the workspace, so it still runs when the workspace is deleted.
+    let mut _second: Option<Running> = None;
     let addr = gw.proc.addr;
     let url = gw.http_url();
     let alice = token("alice");
-    let id = create_workspace(&url, &alice).await?;
+    let ws = create_workspace(&url, &alice).await?;
+    let id = ws.id.clone();
     let tmux = Tmux::start(
         &connect_line(&id),
         100,
@@ -664,7 +701,7 @@ async fn reconnect_after_gateway_restart_lands_in_the_same_shell() -> Result<()>
     // Restart the gateway on the same address and data directory.
     gw.proc.terminate().await?;
     tmux.wait_for("reconnecting").await?;
-    let _second = start_gateway_at(gw.data_dir.path(), addr).await?;
+    _second = Some(start_gateway_at(gw.data_dir.path(), addr).await?);
     tmux.wait_for("reattached to session").await?;
 
     // Same shell: the variable is still set and the pid is the same.
