@@ -196,6 +196,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         stdout.flush()?;
     }
     tracing::info!(%addr, "serving {scheme}://{addr}");
+    eprintln!(
+        "\nAether gateway on {scheme}://{addr}\n  \
+         web terminal: {scheme}://{addr}/\n  \
+         a token:      aether-gateway token --sub <user> --data-dir {}\n  \
+         connect:      AETHER_API_URL={scheme}://{addr} AETHER_TOKEN=<token> aether workspace connect <id>\n",
+        config.data_dir.display()
+    );
     gateway.run(shutdown_signal()).await;
     Ok(())
 }

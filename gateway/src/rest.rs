@@ -195,7 +195,7 @@ pub async fn delete(
 
 /// `POST /auth/local-token`: a token for the local user, for the embedded default's web page.
 ///
-/// Only when enabled, only to loopback peers, and only with the `X-Aether-Local-Token` header
+/// Only when enabled, only to loopback peers that name a loopback host, and only with the `X-Aether-Local-Token` header
 /// (which a cross-origin page cannot send without a preflight the gateway never grants).
 pub async fn local_token(
     State(app): State<Arc<App>>,
@@ -213,6 +213,16 @@ pub async fn local_token(
     }
     if headers.get(LOCAL_TOKEN_HEADER).is_none() {
         return Err(Error::Forbidden("missing X-Aether-Local-Token header"));
+    }
+    // DNS rebinding: a hostile page whose name resolves to 127.0.0.1 reaches us from a loopback
+    // peer and looks same-origin, but its requests still name its own host.
+    let host = headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok());
+    if !crate::config::is_loopback_host(host) {
+        return Err(Error::Forbidden(
+            "local tokens are issued to loopback hosts only",
+        ));
     }
     app.check_origin(&headers)?;
     let minted = app.auth.mint(LOCAL_USER, LOCAL_TOKEN_TTL).map_err(|e| {

@@ -100,6 +100,15 @@ pub struct GatewayOptions {
     pub env: Vec<(String, String)>,
 }
 
+impl Drop for Gateway {
+    /// The gateway process is killed when `proc` drops, but the workspace services it started
+    /// outlive it on purpose (a restarted gateway adopts them): end them here, or every test
+    /// would leave its shells running.
+    fn drop(&mut self) {
+        gateway::provider::local::kill_services_in(self.data_dir.path());
+    }
+}
+
 impl Gateway {
     /// Starts `aether-gateway serve` on `127.0.0.1:0` with [`TEST_SECRET`].
     pub async fn start(opts: GatewayOptions) -> Result<Gateway> {

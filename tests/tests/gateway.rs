@@ -565,3 +565,43 @@ async fn the_query_route_and_health_endpoints_work() -> Result<()> {
     assert_eq!(plain.status(), 426, "a plain GET on a WebSocket route");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_session_ends_with_4001_when_its_token_expires() -> Result<()> {
+    let (gw, api) = gateway(&["--jwt-leeway", "0s"]).await?;
+    let id = api.create(json!({})).await?;
+    let short = token_with("alice", 2, TEST_SECRET);
+    let mut s = Session::bearer(&gw.ws_url(&id), &short).await?;
+    s.until_running().await?;
+    let (ended, _) = s.closed().await?;
+    assert_eq!(ended, Ended::Closed(4001));
+    Ok(())
+}
+
+#[tokio::test]
+async fn local_tokens_are_only_for_loopback_hosts_with_the_header() -> Result<()> {
+    let (gw, _) = gateway(&[]).await?;
+    let url = format!("{}/auth/local-token", gw.http_url());
+    let client = reqwest::Client::new();
+    let denied = client.post(&url).send().await?;
+    assert_eq!(denied.status(), 403, "no header");
+    let rebound = client
+        .post(&url)
+        .header("x-aether-local-token", "1")
+        .header("host", "evil.example.com")
+        .send()
+        .await?;
+    assert_eq!(rebound.status(), 403, "a rebound DNS name");
+    let ok = client
+        .post(&url)
+        .header("x-aether-local-token", "1")
+        .send()
+        .await?;
+    assert_eq!(ok.status(), 200);
+    let body: Value = ok.json().await?;
+    let api = Api::new(gw.http_url(), body["token"].as_str().unwrap());
+    let (status, _) = api.call(Method::GET, "/workspaces", None).await?;
+    assert_eq!(status, 200);
+    assert_eq!(body["user"], "local");
+    Ok(())
+}

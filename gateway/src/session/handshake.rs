@@ -113,6 +113,7 @@ async fn accept(
     // workspace counts it, and any pending idle stop is cancelled.
     let lease = query.counts.then(|| handle.lease());
     let connected_at = Instant::now();
+    let token_expiry = expiry_instant(claims.exp, app.auth.settings().leeway);
     let session_app = app.clone();
     app.sessions.spawn(async move {
         let upgraded = match on_upgrade.await {
@@ -131,7 +132,7 @@ async fn accept(
         let span = tracing::info_span!("session", workspace = %handle.id(), user = %claims.sub, counts = query.counts);
         let _lease = lease;
         tracing::Instrument::instrument(
-            run(session_app, handle, ws, query.start, kind, connected_at),
+            run(session_app, handle, ws, query.start, kind, connected_at, token_expiry),
             span,
         )
         .await;
@@ -153,6 +154,17 @@ async fn accept(
         );
     }
     Ok(response)
+}
+
+/// The tokio instant at which a token with `exp` (Unix seconds) stops being accepted.
+fn expiry_instant(exp: u64, leeway: std::time::Duration) -> Instant {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    // Capped at a year so the deadline arithmetic cannot overflow on a far-future `exp`.
+    let left = std::time::Duration::from_secs(exp.saturating_sub(now).min(365 * 24 * 3600));
+    Instant::now() + left + leeway
 }
 
 /// Checks that the request is a WebSocket upgrade and returns its key.
@@ -188,9 +200,10 @@ async fn run(
     start: bool,
     kind: SessionKind,
     connected_at: Instant,
+    token_expiry: Instant,
 ) {
     let mut gauge = app.metrics.session_opened(kind, Phase::Waking);
-    let mut client = Client::new(ws, &app.session);
+    let mut client = Client::new(ws, &app.session, token_expiry);
     let mut held = Held::new(&app.session);
     let code = match wake::until_running(
         &mut client,
@@ -215,14 +228,10 @@ async fn run(
             }
             Some(endpoint) => match relay::connect(&endpoint, &app.session).await {
                 Err(error) => {
+                    // Most often the service died between `running` and this connect: let the
+                    // client hear why, as if it had died under the relay.
                     tracing::warn!(%error, "cannot reach the workspace service");
-                    wake::send_error(
-                        &mut client,
-                        protocol::control::ErrorCode::BackendLost,
-                        "cannot reach the workspace service".into(),
-                    )
-                    .await;
-                    protocol::CloseCode::Internal
+                    relay::unreachable(&mut client, &handle).await
                 }
                 Ok(upstream) => {
                     gauge.set_phase(Phase::Relaying);

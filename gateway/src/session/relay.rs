@@ -148,6 +148,12 @@ pub(super) async fn run(
     }
 }
 
+/// The workspace service could not be reached at all: explain it like a lost connection.
+pub(super) async fn unreachable(client: &mut Client, handle: &Arc<Handle>) -> CloseCode {
+    let (_, mut events) = handle.subscribe();
+    lost(client, handle, &mut events).await
+}
+
 /// The workspace service's socket ended: wait briefly for the provider to say why, then tell the
 /// client.
 async fn lost(

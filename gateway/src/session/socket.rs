@@ -11,7 +11,7 @@ use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use protocol::{CloseCode, ServerMessage};
-use tokio::time::{Instant, Interval, MissedTickBehavior, interval_at};
+use tokio::time::{Instant, Interval, MissedTickBehavior, interval_at, sleep_until};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
@@ -43,10 +43,13 @@ pub(super) struct Client {
     last_heard: Instant,
     pong_timeout: Duration,
     write_timeout: Duration,
+    /// When the client's token expires: the session ends with 4001 then, so a revoked or
+    /// expired credential does not keep a socket open forever.
+    token_expiry: Instant,
 }
 
 impl Client {
-    pub(super) fn new(ws: ClientStream, settings: &Settings) -> Client {
+    pub(super) fn new(ws: ClientStream, settings: &Settings, token_expiry: Instant) -> Client {
         let mut ping = interval_at(
             Instant::now() + settings.ping_interval,
             settings.ping_interval,
@@ -58,6 +61,7 @@ impl Client {
             last_heard: Instant::now(),
             pong_timeout: settings.pong_timeout,
             write_timeout: settings.write_timeout,
+            token_expiry,
         }
     }
 
@@ -66,6 +70,10 @@ impl Client {
         tokio::select! {
             frame = self.ws.next() => self.frame(frame),
             _ = self.ping.tick() => self.keepalive().await,
+            () = sleep_until(self.token_expiry) => {
+                tracing::debug!("token expired");
+                Event::Fatal(CloseCode::TokenExpired)
+            }
         }
     }
 
