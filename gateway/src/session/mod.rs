@@ -61,9 +61,9 @@ impl Settings {
     pub fn ws_config(&self) -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
         tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
             .read_buffer_size(self.read_buffer_size)
-            // Writes are flushed per message; the write buffer only ever holds what one send
-            // queued, and a peer that lets it grow past this is too slow.
-            .write_buffer_size(0)
+            // The relay feeds a burst of frames and flushes once; frames are written out as soon
+            // as this much is buffered. Small, because the buffer keeps its capacity.
+            .write_buffer_size(8 * 1024)
             .max_write_buffer_size(self.max_message * 2 + 64 * 1024)
             .max_message_size(Some(self.max_message))
             .max_frame_size(Some(self.max_message))

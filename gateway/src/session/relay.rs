@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use protocol::control::{ControlServer, ErrorCode};
 use protocol::{CloseCode, ServerMessage, WorkspaceStatus};
 use tokio::net::TcpStream;
@@ -59,7 +59,15 @@ pub(super) async fn connect(endpoint: &Endpoint, settings: &Settings) -> Result<
     Err(last_error)
 }
 
+/// Most frames moved in one direction before a flush: enough to turn a burst of small messages
+/// into a few large writes, small enough that the other direction is never starved.
+const BATCH_FRAMES: usize = 64;
+
 /// Relays until one side ends; returns the code to close the client with.
+///
+/// Each direction drains what is already readable (up to [`BATCH_FRAMES`]) into the other
+/// socket's write buffer and flushes once, so a burst of small messages costs a few syscalls
+/// instead of one per message, while a lone message is still written at once.
 pub(super) async fn run(
     client: &mut Client,
     mut upstream: Upstream,
@@ -73,78 +81,143 @@ pub(super) async fn run(
     for message in held.drain() {
         counters.up_messages.inc();
         counters.up_bytes.inc_by(message.len() as u64);
-        if upstream.send(Message::Text(message)).await.is_err() {
+        if upstream.feed(Message::Text(message)).await.is_err() {
             return lost(client, handle, &mut events).await;
         }
     }
+    if upstream.flush().await.is_err() {
+        return lost(client, handle, &mut events).await;
+    }
     loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => {
-                let _ = upstream.close(None).await;
-                return CloseCode::Restart;
-            }
-            event = client.next_event() => match event {
-                Event::Message(text) => {
-                    counters.up_messages.inc();
-                    counters.up_bytes.inc_by(text.len() as u64);
-                    if upstream.send(Message::Text(text)).await.is_err() {
-                        return lost(client, handle, &mut events).await;
-                    }
-                }
-                Event::Invalid(reply) => {
-                    if let Err(code) = client.send(&reply).await {
-                        let _ = upstream.close(None).await;
-                        return code;
-                    }
-                }
-                Event::Closed => {
-                    let _ = upstream.close(None).await;
-                    return CloseCode::Normal;
-                }
-                Event::Fatal(code) => {
-                    let _ = upstream.close(None).await;
-                    return code;
-                }
-                Event::Nothing => {}
-            },
-            frame = upstream.next() => match frame {
-                Some(Ok(Message::Text(text))) => {
-                    counters.down_messages.inc();
-                    counters.down_bytes.inc_by(text.len() as u64);
-                    if let Err(code) = client.send_raw(Message::Text(text)).await {
-                        let _ = upstream.close(None).await;
-                        return code;
-                    }
-                }
-                // The workspace service speaks JSON text only; anything else is dropped.
-                Some(Ok(Message::Binary(_) | Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
-                Some(Ok(Message::Close(frame))) => {
-                    // The service closing with one of our codes (too slow, going away) is
-                    // passed on; otherwise find out why it went away.
-                    let code = frame.and_then(|f| CloseCode::from_code(u16::from(f.code)));
-                    match code {
-                        Some(CloseCode::TooSlow) => return CloseCode::TooSlow,
-                        _ => return lost(client, handle, &mut events).await,
-                    }
-                }
-                Some(Err(WsError::Capacity(_))) => {
-                    tracing::warn!(workspace = %handle.id(), "workspace service sent an oversized message");
-                    return CloseCode::TooBig;
-                }
-                Some(Err(_)) | None => return lost(client, handle, &mut events).await,
-            },
+        let step = tokio::select! {
+            _ = shutdown.cancelled() => Step::End(CloseCode::Restart),
+            event = client.next_event() => up(client, &mut upstream, event, counters).await,
+            frame = upstream.next() => down(client, &mut upstream, frame, counters).await,
             event = events.recv() => {
                 let snapshot = match event {
                     Ok(snapshot) => snapshot,
                     Err(broadcast::error::RecvError::Lagged(_)) => handle.snapshot(),
                     Err(broadcast::error::RecvError::Closed) => continue,
                 };
-                if let Some(code) = gone(client, handle, &snapshot).await {
-                    let _ = upstream.close(None).await;
-                    return code;
+                match gone(client, handle, &snapshot).await {
+                    Some(code) => Step::End(code),
+                    None => Step::Continue,
                 }
             }
+        };
+        match step {
+            Step::Continue => {}
+            Step::End(code) => {
+                let _ = upstream.close(None).await;
+                return code;
+            }
+            Step::UpstreamLost => return lost(client, handle, &mut events).await,
         }
+    }
+}
+
+/// What the relay loop does after a step.
+enum Step {
+    Continue,
+    /// Close the client with this code (and the workspace socket politely).
+    End(CloseCode),
+    /// The workspace socket failed: find out why before closing the client.
+    UpstreamLost,
+}
+
+/// Client → workspace: the event, then whatever else the client already sent, one flush.
+async fn up(
+    client: &mut Client,
+    upstream: &mut Upstream,
+    first: Event,
+    counters: &RelayCounters,
+) -> Step {
+    let mut event = Some(first);
+    let mut fed = 0;
+    while let Some(current) = event.take() {
+        match current {
+            Event::Message(text) => {
+                counters.up_messages.inc();
+                counters.up_bytes.inc_by(text.len() as u64);
+                if upstream.feed(Message::Text(text)).await.is_err() {
+                    return Step::UpstreamLost;
+                }
+                fed += 1;
+            }
+            Event::Invalid(reply) => {
+                if let Err(code) = client.send(&reply).await {
+                    return Step::End(code);
+                }
+            }
+            Event::Closed => {
+                let _ = upstream.flush().await;
+                return Step::End(CloseCode::Normal);
+            }
+            Event::Fatal(code) => {
+                let _ = upstream.flush().await;
+                return Step::End(code);
+            }
+            Event::Nothing => {}
+        }
+        if fed < BATCH_FRAMES {
+            event = client.ready_event();
+        }
+    }
+    if upstream.flush().await.is_err() {
+        return Step::UpstreamLost;
+    }
+    Step::Continue
+}
+
+/// Workspace → client: the frame, then whatever else the service already sent, one flush.
+async fn down(
+    client: &mut Client,
+    upstream: &mut Upstream,
+    first: Option<Result<Message, WsError>>,
+    counters: &RelayCounters,
+) -> Step {
+    let mut frame = Some(first);
+    let mut fed = 0;
+    while let Some(current) = frame.take() {
+        match current {
+            Some(Ok(Message::Text(text))) => {
+                counters.down_messages.inc();
+                counters.down_bytes.inc_by(text.len() as u64);
+                if let Err(code) = client.feed(Message::Text(text)).await {
+                    return Step::End(code);
+                }
+                fed += 1;
+            }
+            // The workspace service speaks JSON text only; anything else is dropped.
+            Some(Ok(
+                Message::Binary(_) | Message::Ping(_) | Message::Pong(_) | Message::Frame(_),
+            )) => {}
+            Some(Ok(Message::Close(close))) => {
+                let _ = client.flush().await;
+                // The service closing with one of our codes (too slow) is passed on; otherwise
+                // find out why it went away.
+                return match close.and_then(|f| CloseCode::from_code(u16::from(f.code))) {
+                    Some(CloseCode::TooSlow) => Step::End(CloseCode::TooSlow),
+                    _ => Step::UpstreamLost,
+                };
+            }
+            Some(Err(WsError::Capacity(_))) => {
+                tracing::warn!("workspace service sent an oversized message");
+                let _ = client.flush().await;
+                return Step::End(CloseCode::TooBig);
+            }
+            Some(Err(_)) | None => {
+                let _ = client.flush().await;
+                return Step::UpstreamLost;
+            }
+        }
+        if fed < BATCH_FRAMES {
+            frame = upstream.next().now_or_never();
+        }
+    }
+    match client.flush().await {
+        Ok(()) => Step::Continue,
+        Err(code) => Step::End(code),
     }
 }
 

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use protocol::{CloseCode, ServerMessage};
@@ -77,6 +77,14 @@ impl Client {
         }
     }
 
+    /// The next client event if one can be had without waiting (already buffered or readable):
+    /// what the relay uses to batch a burst. Keepalive is left to [`Client::next_event`].
+    pub(super) fn ready_event(&mut self) -> Option<Event> {
+        // `next()` on the stream is cancel-safe: dropping it unfinished loses nothing.
+        let frame = self.ws.next().now_or_never()?;
+        Some(self.frame(frame))
+    }
+
     fn frame(&mut self, frame: Option<Result<Message, WsError>>) -> Event {
         self.last_heard = Instant::now();
         match frame {
@@ -116,7 +124,28 @@ impl Client {
     /// Sends one frame within the write timeout: a client that cannot take it in time is too
     /// slow (4008); a broken connection ends the session.
     pub(super) async fn send_raw(&mut self, message: Message) -> Result<(), CloseCode> {
-        match tokio::time::timeout(self.write_timeout, self.ws.send(message)).await {
+        self.bounded(|ws| ws.send(message)).await
+    }
+
+    /// Queues one frame in the write buffer (written once the buffer fills or on
+    /// [`Client::flush`]), within the write timeout.
+    pub(super) async fn feed(&mut self, message: Message) -> Result<(), CloseCode> {
+        self.bounded(|ws| ws.feed(message)).await
+    }
+
+    /// Writes out whatever is buffered, within the write timeout.
+    pub(super) async fn flush(&mut self) -> Result<(), CloseCode> {
+        self.bounded(|ws| ws.flush()).await
+    }
+
+    async fn bounded<'a, F>(
+        &'a mut self,
+        op: impl FnOnce(&'a mut ClientStream) -> F,
+    ) -> Result<(), CloseCode>
+    where
+        F: std::future::Future<Output = Result<(), WsError>> + 'a,
+    {
+        match tokio::time::timeout(self.write_timeout, op(&mut self.ws)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(err)) => {
                 tracing::debug!(error = %err, "write to client failed");
