@@ -1,0 +1,365 @@
+//! One WebSocket connection: read client frames, dispatch them to the channels, write the
+//! socket's queue.
+//!
+//! A single task owns the socket. It waits on, in order of priority: shutdown (close 1001), the
+//! slow-consumer signal (close 4008), the outgoing queue (written in batches, then flushed) and
+//! the next client frame. Client frames are read only while the queue is under its bound, which is
+//! the backpressure for replies. The `ping` → `pong` path is parsed without building a
+//! [`ClientMessage`] and its reply is written straight to the socket, past the queue.
+//!
+//! Bad input never ends the socket silently: a frame that does not parse gets an error frame (with
+//! its `requestId` when it had one); a binary frame closes with 1003; a message over
+//! [`protocol::MAX_MESSAGE_SIZE`] closes with 1009 (sent by us: tungstenite would just drop the
+//! connection).
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use protocol::control::ControlClient;
+use protocol::{ClientMessage, CloseCode, ServerMessage};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::Semaphore;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+use tracing::Instrument;
+
+use crate::outbox::{Frame, Outbox, OutboxRx, encode, outbox};
+use crate::state::State;
+
+/// Frames written per batch before a flush.
+const WRITE_BATCH: usize = 64;
+/// File operations one socket may have in flight.
+const FILE_OPS_IN_FLIGHT: usize = 8;
+/// How long a close handshake may take (the client must read what was queued before it).
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// … and during shutdown, which is bounded as a whole.
+const CLOSE_TIMEOUT_SHUTDOWN: Duration = Duration::from_secs(1);
+
+/// How the loop ended.
+enum End {
+    /// Close with this code.
+    Close(CloseCode),
+    /// The client closed or the connection failed: nothing more to send.
+    Gone,
+}
+
+/// Serves one upgraded connection until it ends.
+pub(crate) async fn serve<S>(state: Arc<State>, ws: WebSocketStream<S>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let lease = state.socket_lease();
+    let id = lease.id();
+    let span = tracing::info_span!("socket", id);
+    async move {
+        tracing::debug!("connected");
+        let (outbox, rx) = outbox(id, state.config.socket_queue_bytes);
+        // Snapshots first (ports, agent history), then live events, in order.
+        state.agent.subscribe(&outbox);
+        state.ports.subscribe(&outbox);
+        state.files.subscribe(&outbox);
+        let mut conn = Connection {
+            state: state.clone(),
+            ws,
+            outbox,
+            rx,
+            attached: Vec::new(),
+            file_ops: Arc::new(Semaphore::new(FILE_OPS_IN_FLIGHT)),
+        };
+        let end = conn.run().await;
+        state.agent.unsubscribe(id);
+        state.ports.unsubscribe(id);
+        state.files.unsubscribe(id);
+        state.terminals.detach(id, &conn.attached);
+        if let End::Close(code) = end {
+            tracing::debug!(%code, "closing");
+            conn.close(code).await;
+        }
+        tracing::debug!("disconnected");
+        drop(lease);
+    }
+    .instrument(span)
+    .await;
+}
+
+struct Connection<S> {
+    state: Arc<State>,
+    ws: WebSocketStream<S>,
+    outbox: Outbox,
+    rx: OutboxRx,
+    /// Terminal sessions this socket attached to, to detach from when it goes.
+    attached: Vec<String>,
+    file_ops: Arc<Semaphore>,
+}
+
+impl<S> Connection<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    async fn run(&mut self) -> End {
+        let shutdown = self.state.shutdown.clone();
+        let slow = self.rx.slow().clone();
+        loop {
+            let can_read = self.outbox.has_room() && self.file_ops.available_permits() > 0;
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return End::Close(CloseCode::GoingAway),
+                _ = slow.cancelled() => return End::Close(CloseCode::TooSlow),
+                frame = self.rx.recv() => {
+                    let Some(frame) = frame else { return End::Gone };
+                    if let Err(end) = self.write_batch(frame).await {
+                        return end;
+                    }
+                }
+                msg = self.ws.next(), if can_read => {
+                    if let Err(end) = self.on_message(msg).await {
+                        return end;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes `first` and whatever else is queued (up to a batch), then flushes; gives up if
+    /// the service shuts down or the socket is found slow meanwhile.
+    async fn write_batch(&mut self, first: Frame) -> Result<(), End> {
+        let shutdown = self.state.shutdown.clone();
+        let slow = self.rx.slow().clone();
+        let write = async {
+            let mut next = Some(first);
+            let mut n = 0;
+            while let Some(frame) = next {
+                let len = frame.len();
+                self.ws.feed(Message::Text(frame)).await?;
+                self.rx.written(len);
+                n += 1;
+                next = if n < WRITE_BATCH {
+                    self.rx.try_recv()
+                } else {
+                    None
+                };
+            }
+            self.ws.flush().await
+        };
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => Err(End::Close(CloseCode::GoingAway)),
+            _ = slow.cancelled() => Err(End::Close(CloseCode::TooSlow)),
+            res = write => res.map_err(|e| {
+                tracing::debug!(%e, "write failed");
+                End::Gone
+            }),
+        }
+    }
+
+    /// Writes one frame straight to the socket (the pong path).
+    async fn write_now(&mut self, frame: Frame) -> Result<(), End> {
+        let shutdown = self.state.shutdown.clone();
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => Err(End::Close(CloseCode::GoingAway)),
+            res = self.ws.send(Message::Text(frame)) => res.map_err(|_| End::Gone),
+        }
+    }
+
+    async fn on_message(&mut self, msg: Option<Result<Message, WsError>>) -> Result<(), End> {
+        match msg {
+            None => Err(End::Gone),
+            Some(Ok(Message::Text(text))) => self.on_text(text).await,
+            Some(Ok(Message::Binary(_))) => Err(End::Close(CloseCode::Unsupported)),
+            // Pings are answered by tungstenite; a close is echoed by it and then the stream ends.
+            Some(Ok(
+                Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_),
+            )) => Ok(()),
+            Some(Err(WsError::Capacity(e))) => {
+                tracing::debug!(%e, "message too big");
+                Err(End::Close(CloseCode::TooBig))
+            }
+            Some(Err(e)) => {
+                tracing::debug!(%e, "read failed");
+                Err(End::Gone)
+            }
+        }
+    }
+
+    async fn on_text(&mut self, text: Utf8Bytes) -> Result<(), End> {
+        if let Some(pong) = fast_pong(text.as_str()) {
+            return self.write_now(pong).await;
+        }
+        let msg = match ClientMessage::parse(text.as_str()) {
+            Ok(msg) => msg,
+            Err(err) => {
+                self.outbox.reply(encode(&err.to_frame()));
+                return Ok(());
+            }
+        };
+        self.dispatch(msg).await;
+        Ok(())
+    }
+
+    async fn dispatch(&mut self, msg: ClientMessage) {
+        let state = &self.state;
+        let error = match msg {
+            ClientMessage::Workspace(ControlClient::Hello { .. }) => None,
+            ClientMessage::Workspace(ControlClient::Ping { seq, data }) => {
+                // Only reached when the fast path declined (it handles every well-formed ping).
+                self.outbox.reply(pong_frame(seq, data.as_deref()));
+                None
+            }
+            ClientMessage::Terminal(msg) => state
+                .terminals
+                .handle(msg, &self.outbox, &mut self.attached)
+                .err()
+                .map(|e| e.to_string()),
+            ClientMessage::Agent(msg) => state
+                .agent
+                .handle(msg, &self.outbox)
+                .err()
+                .map(|e| e.to_string()),
+            ClientMessage::Ports(msg) => state.ports.handle(msg).err().map(|e| e.to_string()),
+            ClientMessage::Files(msg) => {
+                let Ok(permit) = self.file_ops.clone().try_acquire_owned() else {
+                    // `run` reads only while a permit is free, and only this task takes them.
+                    unreachable!("a file-op permit is always free when a frame is read");
+                };
+                let files = state.files.clone();
+                let outbox = self.outbox.clone();
+                state.tracker.spawn(async move {
+                    let reply = files.handle(msg).await;
+                    outbox.reply(encode(&reply));
+                    drop(permit);
+                });
+                None
+            }
+            ClientMessage::Config(fields) => {
+                let request_id = fields
+                    .get("requestId")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_owned);
+                self.outbox.reply(encode(&ServerMessage::error(
+                    "the config channel is not supported by this workspace",
+                    request_id,
+                )));
+                None
+            }
+        };
+        if let Some(error) = error {
+            self.outbox
+                .reply(encode(&ServerMessage::error(error, None)));
+        }
+    }
+
+    /// Sends a close frame after whatever is queued, and waits (bounded) for the client's.
+    async fn close(&mut self, code: CloseCode) {
+        let timeout = if code == CloseCode::GoingAway {
+            CLOSE_TIMEOUT_SHUTDOWN
+        } else {
+            CLOSE_TIMEOUT
+        };
+        let shutdown = self.state.shutdown.clone();
+        let frame = CloseFrame {
+            code: code.code().into(),
+            reason: code.reason().into(),
+        };
+        let handshake = async {
+            if code != CloseCode::TooSlow {
+                // Deliver what is queued (error replies, `close` of terminals) before closing.
+                while let Some(frame) = self.rx.try_recv() {
+                    if self.ws.feed(Message::Text(frame)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            if self.ws.close(Some(frame)).await.is_err() {
+                return;
+            }
+            // Read until the client's close (or anything ends the stream).
+            while let Some(Ok(_)) = self.ws.next().await {}
+        };
+        tokio::select! {
+            _ = tokio::time::timeout(timeout, handshake) => {}
+            _ = shutdown.cancelled(), if code != CloseCode::GoingAway => {}
+        }
+    }
+}
+
+/// A `workspace`/`ping` frame, read without building a [`ClientMessage`].
+#[derive(Deserialize)]
+struct PingPeek<'a> {
+    #[serde(borrow)]
+    channel: Cow<'a, str>,
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    seq: Option<u64>,
+    #[serde(default, borrow)]
+    data: Option<Cow<'a, str>>,
+}
+
+/// The reply to `ping`, serialized exactly as `ServerMessage::Workspace(ControlServer::Pong)`.
+#[derive(Serialize)]
+struct PongOut<'a> {
+    channel: &'static str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    seq: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a str>,
+}
+
+fn pong_frame(seq: u64, data: Option<&str>) -> Frame {
+    let out = PongOut {
+        channel: "workspace",
+        kind: "pong",
+        seq,
+        data,
+    };
+    Utf8Bytes::from(serde_json::to_string(&out).expect("pong always serializes"))
+}
+
+/// The pong for a well-formed ping, or `None` for anything else (which then takes the full path).
+pub(crate) fn fast_pong(text: &str) -> Option<Frame> {
+    // Cheap pre-check so that other channels' frames skip this parse entirely.
+    if !text.contains("\"ping\"") {
+        return None;
+    }
+    let peek: PingPeek<'_> = serde_json::from_str(text).ok()?;
+    if peek.channel != "workspace" || peek.kind != "ping" {
+        return None;
+    }
+    Some(pong_frame(peek.seq?, peek.data.as_deref()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::control::ControlServer;
+
+    #[test]
+    fn fast_pong_matches_the_protocol_encoding() {
+        for (ping, seq, data) in [
+            (r#"{"channel":"workspace","type":"ping","seq":7}"#, 7, None),
+            (
+                r#"{"type":"ping","seq":1,"data":"a\"b\u00e9","channel":"workspace","x":[1]}"#,
+                1,
+                Some("a\"bé".to_owned()),
+            ),
+        ] {
+            let fast = fast_pong(ping).expect("fast path taken");
+            let expected = ServerMessage::Workspace(ControlServer::Pong { seq, data }).to_json();
+            assert_eq!(fast.as_str(), expected);
+        }
+    }
+
+    #[test]
+    fn fast_pong_declines_anything_else() {
+        assert!(fast_pong(r#"{"channel":"workspace","type":"hello"}"#).is_none());
+        assert!(fast_pong(r#"{"channel":"terminal","type":"ping","seq":1}"#).is_none());
+        assert!(fast_pong(r#"{"channel":"workspace","type":"ping"}"#).is_none());
+        assert!(fast_pong(r#"{"channel":"workspace","type":"ping","seq":"x"}"#).is_none());
+        assert!(fast_pong("not json \"ping\"").is_none());
+    }
+}
