@@ -65,6 +65,9 @@ pub enum CliError {
     Ambiguous(String),
     #[error("the workspace failed to wake: {0}")]
     WakeFailed(String),
+    /// Stopped, and not to be woken (`--no-start`), or stopped under the session.
+    #[error("{0}")]
+    Stopped(String),
     #[error(
         "cannot reach the gateway at {url}: {cause}; is it running? Set AETHER_API_URL to its \
          address"
@@ -91,7 +94,7 @@ impl CliError {
             }
             CliError::NotFound(_) => code::NOT_FOUND,
             CliError::Ambiguous(_) | CliError::Usage(_) => code::USAGE,
-            CliError::WakeFailed(_) => code::WAKE_FAILED,
+            CliError::WakeFailed(_) | CliError::Stopped(_) => code::WAKE_FAILED,
             CliError::Unreachable { .. } => code::UNREACHABLE,
             CliError::ConnectionLost(_) => code::CONNECTION_LOST,
             CliError::Rejected { .. } | CliError::Other(_) => code::FAILURE,

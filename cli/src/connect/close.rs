@@ -37,7 +37,7 @@ pub fn after_close(code: Option<u16>, reason: &str, last_error: Option<&str>) ->
             CloseCode::NotFound => {
                 CliError::NotFound(format!("the workspace was not found or deleted ({detail})"))
             }
-            CloseCode::Stopped => CliError::WakeFailed(format!(
+            CloseCode::Stopped => CliError::Stopped(format!(
                 "the workspace is stopped ({detail}); connect without --no-start to wake it"
             )),
             CloseCode::WakeFailed | CloseCode::WakeTimeout => CliError::WakeFailed(detail),
@@ -89,6 +89,13 @@ mod tests {
             after_close(Some(4504), "", None),
             AfterClose::Fail(CliError::WakeFailed(m)) if m.contains("timed out")
         ));
+        match after_close(Some(4009), "", Some("workspace is stopped and start=false")) {
+            AfterClose::Fail(e @ CliError::Stopped(_)) => {
+                assert!(e.to_string().contains("--no-start"), "{e}");
+                assert_eq!(e.exit_code(), crate::error::code::WAKE_FAILED);
+            }
+            other => panic!("{other:?}"),
+        }
         assert!(matches!(
             after_close(Some(4004), "", None),
             AfterClose::Fail(CliError::NotFound(_))
