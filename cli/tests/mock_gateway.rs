@@ -451,3 +451,70 @@ async fn interactive_raw_mode_resize_escapes_and_restore() {
     );
     tokio::time::timeout(GUARD, server).await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn sigterm_restores_the_terminal_and_exits_143() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        let mut ws = accept(&listener).await;
+        status(&mut ws, WorkspaceStatus::Running).await;
+        let ClientMessage::Terminal(TerminalClient::Create { session_id, .. }) =
+            recv(&mut ws).await
+        else {
+            panic!("expected create first");
+        };
+        send(
+            &mut ws,
+            ServerMessage::Terminal(TerminalServer::Created {
+                session_id: session_id.clone(),
+                resumed: false,
+                seq: 0,
+            }),
+        )
+        .await;
+        output(&mut ws, &session_id, "attached$ ", 10).await;
+        // Hold the connection until the client goes.
+        while let Some(Ok(msg)) = ws.next().await {
+            if msg.is_close() {
+                break;
+            }
+        }
+    });
+    let line = format!(
+        "{} workspace connect {WORKSPACE}; echo EXITED=$?; \
+         stty -a | tr ' ;' '\\n\\n' | grep -x -- '-\\?icanon'; exec sleep 600",
+        env!("CARGO_BIN_EXE_aether")
+    );
+    let tmux = Tmux::start(&line, &[("AETHER_API_URL", &url), ("AETHER_TOKEN", TOKEN)]).await;
+    tmux.wait_for("attached$").await;
+    // The pane runs `sh -c`, whose only child is aether.
+    let shell = tmux
+        .tmux(&["display-message", "-p", "-t", "main", "#{pane_pid}"])
+        .await;
+    let children = tokio::process::Command::new("pgrep")
+        .args(["-P", shell.trim()])
+        .output()
+        .await
+        .unwrap();
+    let pid = String::from_utf8_lossy(&children.stdout).trim().to_owned();
+    assert!(
+        !pid.is_empty() && !pid.contains('\n'),
+        "aether's pid: {pid:?}"
+    );
+    let killed = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(killed.success());
+    let screen = tmux.wait_for("EXITED=").await;
+    assert!(screen.contains("EXITED=143"), "{screen}");
+    assert!(screen.contains("interrupted by SIGTERM"), "{screen}");
+    let screen = tmux.wait_for("icanon").await;
+    assert!(
+        screen.lines().any(|l| l.trim() == "icanon"),
+        "terminal left raw:\n{screen}"
+    );
+    tokio::time::timeout(GUARD, server).await.unwrap().unwrap();
+}

@@ -309,6 +309,8 @@ async fn piped_script_prints_its_output_and_exits_with_its_code() -> Result<()> 
     .await?;
     assert_eq!(out.code, Some(3), "{out:?}");
     assert_eq!(out.stdout, "hi\n", "{out:?}");
+    // stderr is not a terminal: no spinner, no notices, nothing.
+    assert_eq!(out.stderr, "", "{out:?}");
 
     // A second script in the (now running) workspace: several lines, UTF-8 output, a last line
     // without a newline, and the exit code of the last command.
