@@ -50,6 +50,8 @@ struct Inner {
 /// The port table and the sockets following it.
 pub(crate) struct Ports {
     inner: Mutex<Inner>,
+    /// Serializes scans (the timer's and `kill`'s), so that an older scan never undoes a newer.
+    scanning: Mutex<()>,
     hidden: Vec<u16>,
 }
 
@@ -63,6 +65,7 @@ impl Ports {
                 open: BTreeMap::new(),
                 fanout: Fanout::default(),
             }),
+            scanning: Mutex::new(()),
             hidden,
         })
     }
@@ -101,6 +104,8 @@ impl Ports {
 
     /// One scan: diff against the table, fan out the changes.
     pub(crate) fn poll(&self) {
+        // Held for the whole scan, on a blocking-pool thread; never across an `.await`.
+        let _scan = self.scanning.lock().expect("ports scan lock poisoned");
         let listening = listening_sockets(&self.hidden);
         let known: HashMap<u16, u64> = self
             .inner()

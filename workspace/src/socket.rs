@@ -16,6 +16,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
 use protocol::control::ControlClient;
 use protocol::{ClientMessage, CloseCode, ServerMessage};
@@ -69,6 +70,7 @@ where
             rx,
             attached: Vec::new(),
             file_ops: Arc::new(Semaphore::new(FILE_OPS_IN_FLIGHT)),
+            scratch: BytesMut::new(),
         };
         let end = conn.run().await;
         state.agent.unsubscribe(id);
@@ -94,6 +96,8 @@ struct Connection<S> {
     /// Terminal sessions this socket attached to, to detach from when it goes.
     attached: Vec<String>,
     file_ops: Arc<Semaphore>,
+    /// Where pongs are encoded.
+    scratch: BytesMut,
 }
 
 impl<S> Connection<S>
@@ -187,7 +191,7 @@ where
     }
 
     async fn on_text(&mut self, text: Utf8Bytes) -> Result<(), End> {
-        if let Some(pong) = fast_pong(text.as_str()) {
+        if let Some(pong) = fast_pong(text.as_str(), &mut self.scratch) {
             return self.write_now(pong).await;
         }
         let msg = match ClientMessage::parse(text.as_str()) {
@@ -207,7 +211,8 @@ where
             ClientMessage::Workspace(ControlClient::Hello { .. }) => None,
             ClientMessage::Workspace(ControlClient::Ping { seq, data }) => {
                 // Only reached when the fast path declined (it handles every well-formed ping).
-                self.outbox.reply(pong_frame(seq, data.as_deref()));
+                self.outbox
+                    .reply(pong_frame(&mut BytesMut::new(), seq, data.as_deref()));
                 None
             }
             ClientMessage::Terminal(msg) => state
@@ -310,18 +315,24 @@ struct PongOut<'a> {
     data: Option<&'a str>,
 }
 
-fn pong_frame(seq: u64, data: Option<&str>) -> Frame {
+/// Encodes a pong into `scratch` and splits it off. Once the frame has been written and dropped,
+/// the next `reserve` reclaims the same allocation: the steady-state ping path allocates nothing.
+fn pong_frame(scratch: &mut BytesMut, seq: u64, data: Option<&str>) -> Frame {
+    use bytes::BufMut;
     let out = PongOut {
         channel: "workspace",
         kind: "pong",
         seq,
         data,
     };
-    Utf8Bytes::from(serde_json::to_string(&out).expect("pong always serializes"))
+    scratch.clear();
+    scratch.reserve(64 + data.map_or(0, str::len));
+    serde_json::to_writer(scratch.writer(), &out).expect("pong always serializes");
+    Utf8Bytes::try_from(scratch.split().freeze()).expect("serde_json writes UTF-8")
 }
 
 /// The pong for a well-formed ping, or `None` for anything else (which then takes the full path).
-pub(crate) fn fast_pong(text: &str) -> Option<Frame> {
+pub(crate) fn fast_pong(text: &str, scratch: &mut BytesMut) -> Option<Frame> {
     // Cheap pre-check so that other channels' frames skip this parse entirely.
     if !text.contains("\"ping\"") {
         return None;
@@ -330,7 +341,7 @@ pub(crate) fn fast_pong(text: &str) -> Option<Frame> {
     if peek.channel != "workspace" || peek.kind != "ping" {
         return None;
     }
-    Some(pong_frame(peek.seq?, peek.data.as_deref()))
+    Some(pong_frame(scratch, peek.seq?, peek.data.as_deref()))
 }
 
 #[cfg(test)]
@@ -348,18 +359,53 @@ mod tests {
                 Some("a\"bé".to_owned()),
             ),
         ] {
-            let fast = fast_pong(ping).expect("fast path taken");
+            let fast = fast_pong(ping, &mut BytesMut::new()).expect("fast path taken");
             let expected = ServerMessage::Workspace(ControlServer::Pong { seq, data }).to_json();
             assert_eq!(fast.as_str(), expected);
         }
     }
 
     #[test]
+    fn the_scratch_buffer_is_reused() {
+        let mut scratch = BytesMut::new();
+        let ping = r#"{"channel":"workspace","type":"ping","seq":1}"#;
+        let first = fast_pong(ping, &mut scratch).unwrap();
+        let addr = first.as_str().as_ptr();
+        drop(first);
+        let second = fast_pong(ping, &mut scratch).unwrap();
+        assert_eq!(second.as_str().as_ptr(), addr, "no new allocation");
+    }
+
+    #[test]
     fn fast_pong_declines_anything_else() {
-        assert!(fast_pong(r#"{"channel":"workspace","type":"hello"}"#).is_none());
-        assert!(fast_pong(r#"{"channel":"terminal","type":"ping","seq":1}"#).is_none());
-        assert!(fast_pong(r#"{"channel":"workspace","type":"ping"}"#).is_none());
-        assert!(fast_pong(r#"{"channel":"workspace","type":"ping","seq":"x"}"#).is_none());
-        assert!(fast_pong("not json \"ping\"").is_none());
+        assert!(
+            fast_pong(
+                r#"{"channel":"workspace","type":"hello"}"#,
+                &mut BytesMut::new()
+            )
+            .is_none()
+        );
+        assert!(
+            fast_pong(
+                r#"{"channel":"terminal","type":"ping","seq":1}"#,
+                &mut BytesMut::new()
+            )
+            .is_none()
+        );
+        assert!(
+            fast_pong(
+                r#"{"channel":"workspace","type":"ping"}"#,
+                &mut BytesMut::new()
+            )
+            .is_none()
+        );
+        assert!(
+            fast_pong(
+                r#"{"channel":"workspace","type":"ping","seq":"x"}"#,
+                &mut BytesMut::new()
+            )
+            .is_none()
+        );
+        assert!(fast_pong("not json \"ping\"", &mut BytesMut::new()).is_none());
     }
 }

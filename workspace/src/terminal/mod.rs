@@ -147,20 +147,14 @@ impl Terminals {
         if self.closed.load(std::sync::atomic::Ordering::Acquire) {
             return Err(TerminalError::ShuttingDown);
         }
-        let (cols, rows) = size.unwrap_or((DEFAULT_COLS, DEFAULT_ROWS));
         let session = Session::spawn(
+            self,
             id.to_owned(),
-            &self.shell,
-            &self.volume,
-            cols,
-            rows,
-            self.ring_bytes,
-            Arc::downgrade(self),
+            size.unwrap_or((DEFAULT_COLS, DEFAULT_ROWS)),
+            outbox,
         )
         .map_err(|e| TerminalError::Spawn(e.to_string()))?;
-        sessions.insert(id.to_owned(), session.clone());
-        drop(sessions);
-        session.attach(outbox, false, 0);
+        sessions.insert(id.to_owned(), session);
         Ok(())
     }
 

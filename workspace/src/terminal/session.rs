@@ -1,6 +1,5 @@
 //! One PTY session: its process, its output ring, the sockets attached to it, and its tasks.
 
-use std::path::Path;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -53,18 +52,15 @@ pub(crate) struct Session {
 impl Session {
     /// Opens a PTY, starts the shell on it in `volume`, and starts the session's tasks.
     pub(super) fn spawn(
+        registry: &Arc<Terminals>,
         id: String,
-        shell: &str,
-        volume: &Path,
-        cols: u16,
-        rows: u16,
-        ring_bytes: usize,
-        registry: Weak<Terminals>,
+        (cols, rows): (u16, u16),
+        creator: &Outbox,
     ) -> Result<Arc<Session>, pty_process::Error> {
         let (pty, pts) = pty_process::open()?;
         pty.resize(pty_process::Size::new(rows, cols))?;
-        let child = pty_process::Command::new(shell)
-            .current_dir(volume)
+        let child = pty_process::Command::new(&registry.shell)
+            .current_dir(&registry.volume)
             .env("TERM", "xterm-256color")
             .env_remove("AETHER_WORKSPACE_LISTEN")
             .spawn(pts)?;
@@ -75,7 +71,7 @@ impl Session {
             id,
             pid,
             state: Mutex::new(State {
-                ring: Ring::new(ring_bytes),
+                ring: Ring::new(registry.ring_bytes),
                 fanout: Fanout::default(),
                 exited: None,
             }),
@@ -83,9 +79,16 @@ impl Session {
             ended: CancellationToken::new(),
         });
         tracing::info!(session = %session.id, pid, "terminal session started");
+        // Attached before the reader starts: a new session's `created` always says `seq: 0`.
+        session.attach(creator, false, 0);
         let reader = tokio::spawn(read_loop(session.clone(), read_half));
         tokio::spawn(write_loop(input_rx, write_half, session.ended.clone()));
-        tokio::spawn(wait(session.clone(), child, reader, registry));
+        tokio::spawn(wait(
+            session.clone(),
+            child,
+            reader,
+            Arc::downgrade(registry),
+        ));
         Ok(session)
     }
 
