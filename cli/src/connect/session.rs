@@ -5,7 +5,6 @@
 //! with the same id and the last `seq` we printed, and the service re-attaches us to the same
 //! shell and replays only what we missed.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use futures_util::SinkExt;
@@ -13,21 +12,18 @@ use protocol::control::{ControlServer, ErrorCode};
 use protocol::terminal::{DEFAULT_COLS, DEFAULT_ROWS, TerminalClient, TerminalServer};
 use protocol::{ClientMessage, ErrorFrame, ServerMessage, WorkspaceStatus};
 use tokio::signal::unix::{Signal, SignalKind, signal};
-use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::backoff;
 use super::close::{AfterClose, after_close};
-use super::input::{self, InputEvent};
+use super::input::{LocalInput, Request};
 use super::output::{unseen, write_stdout};
 use super::script::{self, MarkerScan, Scan};
 use crate::config::Config;
 use crate::error::CliError;
-use crate::escape::{self, Action, EscapeParser};
 use crate::spinner::{self, WakeDisplay};
 use crate::tty::{self, RawMode};
-use crate::utf8::Utf8Decoder;
 use crate::ws::{self, Incoming, Intent, Socket};
 
 /// How often we ping the gateway, and how long silence may last before we call the link dead.
@@ -118,13 +114,7 @@ pub struct Session {
     /// Whether the current connection has had its `created`.
     attached_now: bool,
     script: ScriptState,
-    stdin: Option<mpsc::Receiver<InputEvent>>,
-    stdin_started: bool,
-    escapes: EscapeParser,
-    decoder: Utf8Decoder,
-    last_input_byte: Option<u8>,
-    /// Input not yet sent (while waking, reconnecting or before the script starts).
-    pending: VecDeque<String>,
+    input: LocalInput,
     raw: Option<RawMode>,
     stderr_tty: bool,
 }
@@ -150,12 +140,7 @@ impl Session {
             attached_once: false,
             attached_now: false,
             script: ScriptState::Idle,
-            stdin: None,
-            stdin_started: false,
-            escapes: EscapeParser::new(),
-            decoder: Utf8Decoder::new(),
-            last_input_byte: None,
-            pending: VecDeque::new(),
+            input: LocalInput::new(mode == Mode::Interactive),
             raw: None,
             stderr_tty: tty::stderr_is_tty(),
         }
@@ -224,9 +209,9 @@ impl Session {
             loop {
                 tokio::select! {
                     _ = &mut sleep => break,
-                    ev = input::recv(&mut self.stdin) => {
-                        if let Some(outcome) = self.on_input(ev) {
-                            return Err(outcome);
+                    ev = self.input.recv() => {
+                        if let Some(Request::Detach) = self.input.handle(ev) {
+                            return Err(Outcome::Detached);
                         }
                     }
                     err = signals.stop.terminating() => return Err(Outcome::Failed(err)),
@@ -291,7 +276,9 @@ impl Session {
                         }
                     }
                 }
-                ev = input::recv(&mut self.stdin) => self.on_input(ev),
+                ev = self.input.recv() => {
+                    self.input.handle(ev).map(|Request::Detach| Outcome::Detached)
+                }
                 _ = signals.winch.recv() => {
                     let (cols, rows) = self.size();
                     let resize = TerminalClient::Resize {
@@ -448,7 +435,7 @@ impl Session {
                     }
                 }
             }
-            self.start_stdin();
+            self.input.start();
         } else if resumed {
             self.notice(&format!("reattached to session {}", self.session_id));
         } else if self.mode == Mode::Script {
@@ -490,51 +477,6 @@ impl Session {
         }
     }
 
-    /// Local input: escapes in interactive mode, then queued as UTF-8 strings.
-    fn on_input(&mut self, ev: InputEvent) -> Option<Outcome> {
-        match ev {
-            InputEvent::Data(bytes) if self.mode == Mode::Interactive => {
-                for action in self.escapes.feed(&bytes) {
-                    match action {
-                        Action::Send(b) => {
-                            let text = self.decoder.push(&b);
-                            self.queue(text);
-                        }
-                        Action::Detach => return Some(Outcome::Detached),
-                        Action::Help => {
-                            use std::io::Write;
-                            let mut err = std::io::stderr().lock();
-                            let _ = err.write_all(b"\r\n");
-                            let _ = err.write_all(escape::HELP.as_bytes());
-                            let _ = err.flush();
-                        }
-                    }
-                }
-            }
-            InputEvent::Data(bytes) => {
-                self.last_input_byte = bytes.last().copied().or(self.last_input_byte);
-                let text = self.decoder.push(&bytes);
-                self.queue(text);
-            }
-            InputEvent::Eof => {
-                self.stdin = None;
-                let tail = self.decoder.finish();
-                self.queue(tail);
-                if self.mode == Mode::Script {
-                    // The script is complete: end the remote `cat`, so `bash -s` finishes.
-                    self.queue(script::end_of_input(self.last_input_byte));
-                }
-            }
-        }
-        None
-    }
-
-    fn queue(&mut self, text: String) {
-        if !text.is_empty() {
-            self.pending.push_back(text);
-        }
-    }
-
     /// Sends queued input if the session can take it now.
     async fn flush_pending(&mut self, socket: &mut Socket) -> Option<Outcome> {
         let ready = self.attached_now
@@ -545,7 +487,7 @@ impl Session {
         if !ready {
             return None;
         }
-        while let Some(data) = self.pending.pop_front() {
+        while let Some(data) = self.input.next_pending() {
             let msg = ClientMessage::Terminal(TerminalClient::Input {
                 session_id: self.session_id.clone(),
                 data,
@@ -561,13 +503,6 @@ impl Session {
         match ws::send(socket, &msg).await {
             Ok(()) => None,
             Err(e) => Some(Outcome::Dropped(e.to_string())),
-        }
-    }
-
-    fn start_stdin(&mut self) {
-        if !self.stdin_started {
-            self.stdin_started = true;
-            self.stdin = Some(input::spawn_stdin());
         }
     }
 
