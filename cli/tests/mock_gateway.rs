@@ -518,3 +518,34 @@ async fn sigterm_restores_the_terminal_and_exits_143() {
     );
     tokio::time::timeout(GUARD, server).await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn ctrl_c_during_a_wake_exits_130() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        let mut ws = accept(&listener).await;
+        status(&mut ws, WorkspaceStatus::Stopped).await;
+        status(&mut ws, WorkspaceStatus::Starting).await;
+        // A wake that never ends; the client gives up.
+        while let Some(Ok(msg)) = ws.next().await {
+            if msg.is_close() {
+                break;
+            }
+        }
+    });
+    let line = format!(
+        "{} workspace connect {WORKSPACE}; echo EXITED=$?; exec sleep 600",
+        env!("CARGO_BIN_EXE_aether")
+    );
+    let tmux = Tmux::start(&line, &[("AETHER_API_URL", &url), ("AETHER_TOKEN", TOKEN)]).await;
+    tmux.wait_for("waking workspace 3f2b8c1e: stopped → starting")
+        .await;
+    tmux.keys(&["C-c"]).await;
+    let screen = tmux.wait_for("EXITED=").await;
+    assert!(screen.contains("EXITED=130"), "{screen}");
+    // The spinner line became a summary with the reason.
+    assert!(screen.contains("s): interrupted"), "{screen}");
+    assert!(screen.contains("interrupted by SIGINT"), "{screen}");
+    tokio::time::timeout(GUARD, server).await.unwrap().unwrap();
+}
