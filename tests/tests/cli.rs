@@ -607,10 +607,21 @@ async fn interactive_session_shows_wake_runs_resizes_and_detaches() -> Result<()
     tmux.line("stty size").await?;
     tmux.wait_until("30 100", |s| s.lines().any(|l| l.trim() == "30 100"))
         .await?;
+    // The resize travels as a signal and the next command as input, so the command can win the
+    // race: ask again until the new size shows.
     tmux.resize(120, 40).await?;
-    tmux.line("stty size").await?;
-    tmux.wait_until("40 120", |s| s.lines().any(|l| l.trim() == "40 120"))
-        .await?;
+    let resized = async {
+        loop {
+            tmux.line("stty size").await?;
+            let seen = tmux.wait_until("40 120", |s| s.lines().any(|l| l.trim() == "40 120"));
+            if let Ok(screen) = tokio::time::timeout(Duration::from_secs(3), seen).await {
+                return screen;
+            }
+        }
+    };
+    tokio::time::timeout(GUARD, resized)
+        .await
+        .context("the remote terminal never saw the resize")??;
 
     // UTF-8 both ways.
     tmux.line("echo 'ünïcødé ✓'").await?;
