@@ -93,6 +93,7 @@ pub enum WorkspaceCommand {
     /// `~?` lists the escapes). With stdin from a pipe or file, the input is run as a script by
     /// the remote shell, its output is printed, and aether exits with the script's exit code.
     /// A dropped connection is re-established and the same shell re-attached.
+    #[command(after_long_help = EXIT_CODES_HELP)]
     Connect(ConnectArgs),
     /// Measure round trips through the gateway to the workspace service.
     Ping(PingArgs),
