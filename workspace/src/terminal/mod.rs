@@ -62,12 +62,17 @@ impl Terminals {
         })
     }
 
-    /// Number of live sessions.
+    /// Number of live sessions (an ended one counts no more once its `close` was sent, even if
+    /// it is still being removed).
     pub(crate) fn len(&self) -> usize {
-        self.sessions
+        let sessions: Vec<Arc<Session>> = self
+            .sessions
             .lock()
             .expect("terminal registry poisoned")
-            .len()
+            .values()
+            .cloned()
+            .collect();
+        sessions.iter().filter(|s| s.is_alive()).count()
     }
 
     fn get(&self, id: &str) -> Result<Arc<Session>, TerminalError> {

@@ -134,6 +134,11 @@ impl Session {
         }
     }
 
+    /// False once the process ended (set before `close` is sent).
+    pub(super) fn is_alive(&self) -> bool {
+        self.state().exited.is_none()
+    }
+
     pub(super) fn detach(&self, socket: SocketId) {
         self.state().fanout.remove(socket);
     }
@@ -299,8 +304,10 @@ async fn wait(
     }
     let exit_code = status.ok().and_then(|s| s.code());
     tracing::info!(session = %session.id, ?exit_code, "terminal session ended");
+    // Tell the sockets first, then forget the session: a `create` in between re-attaches to the
+    // ended session and is told it ended, rather than seeing a new session's id closed.
+    session.finish(exit_code);
     if let Some(registry) = registry.upgrade() {
         registry.remove(&session);
     }
-    session.finish(exit_code);
 }
