@@ -16,8 +16,6 @@ use anyhow::{Context, Result, bail};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
-use crate::procfs;
-
 /// A running nginx.
 pub struct Nginx {
     child: Child,
@@ -89,13 +87,6 @@ impl Nginx {
             pid,
             prefix: cfg.prefix.to_path_buf(),
         })
-    }
-
-    /// The master and its workers, for `/proc` sampling.
-    pub fn pids(&self) -> Vec<u32> {
-        let mut p = vec![self.pid];
-        p.extend(procfs::children(self.pid));
-        p
     }
 
     /// `nginx -s quit` semantics through SIGQUIT (graceful), then SIGKILL.

@@ -17,6 +17,15 @@ use crate::servers::{self, GatewaySpawn, Proc};
 /// Idle timeout of a spawned gateway when none is given: longer than any run, so nothing stops.
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 
+/// Where the workspace services behind a target are.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// Processes the harness started.
+    Pids(Vec<u32>),
+    /// The children of the gateway (its local provider's services), found at sampling time.
+    ChildrenOf(Vec<u32>),
+}
+
 /// One thing to measure.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -27,8 +36,10 @@ pub struct Target {
     /// The proxy processes whose RSS, fds and CPU are reported (the workspace services
     /// themselves for `direct`).
     pub pids: Vec<u32>,
+    /// Add the children of `pids` when sampling (nginx's workers, which it forks after start).
+    pub pids_with_children: bool,
     /// The workspace-service processes behind it (sampled separately).
-    pub backend_pids: Vec<u32>,
+    pub backend: Backend,
     /// Gateways send a `workspace` status first.
     pub expect_status: bool,
 }
@@ -46,6 +57,25 @@ pub struct GatewayHandle {
     pub ws_base: String,
     tokens: Tokens,
     pub observer: bool,
+}
+
+impl Target {
+    /// The proxy processes as they are now.
+    pub fn proxy_pids(&self) -> Vec<u32> {
+        let mut out = self.pids.clone();
+        if self.pids_with_children {
+            out.extend(self.pids.iter().flat_map(|&p| procfs::children(p)));
+        }
+        out
+    }
+
+    /// The workspace-service processes as they are now.
+    pub fn backend_pids(&self) -> Vec<u32> {
+        match &self.backend {
+            Backend::Pids(p) => p.clone(),
+            Backend::ChildrenOf(p) => p.iter().flat_map(|&p| procfs::children(p)).collect(),
+        }
+    }
 }
 
 impl GatewayHandle {
@@ -140,8 +170,9 @@ impl GatewayHandle {
                 .iter()
                 .map(|(id, t)| self.ws_url(id, t))
                 .collect(),
-            backend_pids: pids.iter().flat_map(|&p| procfs::children(p)).collect(),
+            backend: Backend::ChildrenOf(pids.clone()),
             pids,
+            pids_with_children: false,
             expect_status: true,
         }
     }
@@ -239,7 +270,8 @@ impl Setup {
                     .map(|s| format!("ws://{}/ws", s.addr))
                     .collect(),
                 pids: backend.clone(),
-                backend_pids: backend.clone(),
+                pids_with_children: false,
+                backend: Backend::Pids(backend.clone()),
                 expect_status: false,
             });
         }
@@ -259,8 +291,9 @@ impl Setup {
                 urls: (0..n)
                     .map(|i| format!("ws://{}/w{i}/ws", nginx.addr))
                     .collect(),
-                pids: nginx.pids(),
-                backend_pids: backend,
+                pids: vec![nginx.pid],
+                pids_with_children: true,
+                backend: Backend::Pids(backend),
                 expect_status: false,
             });
             self.nginx = Some(nginx);

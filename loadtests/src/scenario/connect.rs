@@ -34,12 +34,12 @@ pub async fn run(ctx: &Ctx<'_>, args: &ConnectArgs, targets: &[Target]) -> Resul
             concurrency: args.concurrency,
             duration_ms: args.duration.as_millis() as u64,
         };
-        let before = Sample::of(&target.pids);
+        let before = Sample::of(&target.proxy_pids());
         let pool = ctx.pool(target, args.clients, job, &phase).await?;
         let merged = pool
             .finish(args.duration + Duration::from_secs(120))
             .await?;
-        let after = Sample::of(&target.pids);
+        let after = Sample::of(&target.proxy_pids());
         let mut r = run_of(target, &phase, &merged, &mut out.failures);
         let connects = merged.counter("connects");
         let elapsed = merged.maxima.get("elapsed_ms").copied().unwrap_or(1).max(1) as f64 / 1e3;

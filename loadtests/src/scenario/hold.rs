@@ -38,19 +38,19 @@ pub async fn run(ctx: &Ctx<'_>, args: &HoldArgs, targets: &[Target]) -> Result<O
             ping_interval_ms: args.ping_interval.as_millis() as u64,
             hold_ms: args.duration.as_millis() as u64,
         };
-        let before = Sample::of(&target.pids);
-        let backend_before = Sample::of(&target.backend_pids);
+        let before = Sample::of(&target.proxy_pids());
+        let backend_before = Sample::of(&target.backend_pids());
         let t0 = Instant::now();
         let mut pool = ctx.pool(target, n, job, "hold").await?;
         pool.barrier(open_budget(n)).await?;
         let setup = t0.elapsed();
         let opened_at_barrier = pool.live()[0];
         tokio::time::sleep(SETTLE).await;
-        let held = Sample::of(&target.pids);
-        let backend_held = Sample::of(&target.backend_pids);
+        let held = Sample::of(&target.proxy_pids());
+        let backend_held = Sample::of(&target.backend_pids());
         pool.release().await?;
         pool.barrier(args.duration + open_budget(n)).await?;
-        let end = Sample::of(&target.pids);
+        let end = Sample::of(&target.proxy_pids());
         pool.release().await?;
         let merged = pool.finish(open_budget(n)).await?;
 
@@ -65,7 +65,7 @@ pub async fn run(ctx: &Ctx<'_>, args: &HoldArgs, targets: &[Target]) -> Result<O
         r.set("rss_kib_per_session_end", per(before.rss_kib, end.rss_kib));
         r.set("fds_per_session", per(before.fds, held.fds));
         r.set("rss_kib_end", end.rss_kib as f64);
-        if target.backend_pids != target.pids {
+        if target.name != "direct" {
             r.set(
                 "backend_rss_kib_per_session",
                 per(backend_before.rss_kib, backend_held.rss_kib),

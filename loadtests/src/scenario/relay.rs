@@ -58,14 +58,14 @@ pub async fn run(ctx: &Ctx<'_>, args: &RelayArgs, targets: &[Target]) -> Result<
         for target in targets {
             let mut pool = ctx.pool(target, sessions, job.clone(), &phase).await?;
             pool.barrier(open_budget(sessions)).await?;
-            let before = Sample::of(&target.pids);
-            let backend_before = Sample::of(&target.backend_pids);
+            let before = Sample::of(&target.proxy_pids());
+            let backend_before = Sample::of(&target.backend_pids());
             let t0 = Instant::now();
             pool.release().await?;
             pool.barrier(args.duration + open_budget(sessions)).await?;
             let elapsed = t0.elapsed().as_secs_f64();
-            let after = Sample::of(&target.pids);
-            let backend_after = Sample::of(&target.backend_pids);
+            let after = Sample::of(&target.proxy_pids());
+            let backend_after = Sample::of(&target.backend_pids());
             pool.release().await?;
             let merged = pool.finish(open_budget(sessions)).await?;
 
@@ -90,7 +90,7 @@ pub async fn run(ctx: &Ctx<'_>, args: &RelayArgs, targets: &[Target]) -> Result<
             add_samples(&mut r, "", before, after);
             let cpu = after.cpu_us.saturating_sub(before.cpu_us) as f64;
             r.set("cpu_us_per_message", cpu / (2.0 * rtts.max(1) as f64));
-            if target.backend_pids != target.pids {
+            if target.name != "direct" {
                 let b = backend_after.cpu_us.saturating_sub(backend_before.cpu_us) as f64;
                 r.set("backend_cpu_us_per_round_trip", b / rtts.max(1) as f64);
             }
