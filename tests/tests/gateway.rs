@@ -605,3 +605,23 @@ async fn local_tokens_are_only_for_loopback_hosts_with_the_header() -> Result<()
     assert_eq!(body["user"], "local");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_file_read_larger_than_the_client_limit_is_relayed_whole() -> Result<()> {
+    let (gw, api) = gateway(&[]).await?;
+    let id = api.create(json!({})).await?;
+    let mut s = Session::bearer(&gw.ws_url(&id), &token("alice")).await?;
+    s.until_running().await?;
+    // 3 MiB of text, three times what a client may send in one message, put in the volume.
+    let content = "0123456789abcdef".repeat(3 << 16);
+    let volume = gw.data_dir.path().join("volumes").join(&id);
+    std::fs::write(volume.join("big.txt"), &content)?;
+    s.send(json!({"channel":"files","type":"read","requestId":"r","path":"big.txt"}))
+        .await?;
+    let read = s.until(|v| v["requestId"] == "r").await?;
+    assert_eq!(
+        read["data"]["content"].as_str().map(str::len),
+        Some(content.len())
+    );
+    Ok(())
+}

@@ -126,7 +126,7 @@ async fn accept(
         let ws = WebSocketStream::from_raw_socket(
             TokioIo::new(upgraded),
             Role::Server,
-            Some(session_app.session.ws_config()),
+            Some(session_app.session.client_ws_config()),
         )
         .await;
         let span = tracing::info_span!("session", workspace = %handle.id(), user = %claims.sub, counts = query.counts);

@@ -20,6 +20,8 @@ mod wake;
 
 use std::time::Duration;
 
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
 pub use handshake::{Query, ws_route, ws_route_by_query};
 
 /// Limits and timers of a session.
@@ -31,8 +33,12 @@ pub struct Settings {
     pub pong_timeout: Duration,
     /// How long one write to the client may block before it counts as too slow (4008).
     pub write_timeout: Duration,
-    /// Largest message accepted from either side (1009 above it).
+    /// Largest message accepted from a client (1009 above it).
     pub max_message: usize,
+    /// Largest message accepted from the workspace service. Larger than the client's limit on
+    /// purpose: a `files` `read` of a file up to the documented 100 MB is one JSON message of
+    /// about 134 MB (base64), which the relay must pass on whole.
+    pub max_backend_message: usize,
     /// Messages a client may send while its workspace wakes, held and delivered in order.
     pub wake_queue_messages: usize,
     /// Bytes a client may send while its workspace wakes.
@@ -49,6 +55,7 @@ impl Default for Settings {
             pong_timeout: Duration::from_secs(120),
             write_timeout: Duration::from_secs(30),
             max_message: protocol::MAX_MESSAGE_SIZE,
+            max_backend_message: 140 << 20,
             wake_queue_messages: 256,
             wake_queue_bytes: 1 << 20,
             read_buffer_size: 4096,
@@ -57,15 +64,33 @@ impl Default for Settings {
 }
 
 impl Settings {
-    /// tungstenite's configuration for both of a session's sockets.
-    pub fn ws_config(&self) -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
-        tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+    /// tungstenite's configuration for the client's socket.
+    pub fn client_ws_config(&self) -> WebSocketConfig {
+        self.base_ws_config()
+            .max_message_size(Some(self.max_message))
+            .max_frame_size(Some(self.max_message))
+            // Whatever the service may send must fit on its way out.
+            .max_write_buffer_size(self.max_backend_message + WRITE_SLACK)
+    }
+
+    /// tungstenite's configuration for the socket to the workspace service.
+    pub fn backend_ws_config(&self) -> WebSocketConfig {
+        self.base_ws_config()
+            .max_message_size(Some(self.max_backend_message))
+            .max_frame_size(Some(self.max_backend_message))
+            .max_write_buffer_size(self.max_message + WRITE_SLACK)
+    }
+
+    fn base_ws_config(&self) -> WebSocketConfig {
+        WebSocketConfig::default()
             .read_buffer_size(self.read_buffer_size)
             // The relay feeds a burst of frames and flushes once; frames are written out as soon
             // as this much is buffered. Small, because the buffer keeps its capacity.
-            .write_buffer_size(8 * 1024)
-            .max_write_buffer_size(self.max_message * 2 + 64 * 1024)
-            .max_message_size(Some(self.max_message))
-            .max_frame_size(Some(self.max_message))
+            .write_buffer_size(WRITE_BUFFER)
     }
 }
+
+/// Bytes buffered before tungstenite writes (see `base_ws_config`).
+const WRITE_BUFFER: usize = 8 * 1024;
+/// Room in the write buffer beyond one largest message: a batch may add one more frame.
+const WRITE_SLACK: usize = 2 * WRITE_BUFFER + 64 * 1024;

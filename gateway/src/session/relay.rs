@@ -45,7 +45,7 @@ pub(super) async fn connect(endpoint: &Endpoint, settings: &Settings) -> Result<
     for _ in 0..CONNECT_ATTEMPTS {
         let attempt = tokio_tungstenite::connect_async_with_config(
             url.as_str(),
-            Some(settings.ws_config()),
+            Some(settings.backend_ws_config()),
             true,
         );
         match tokio::time::timeout(Duration::from_secs(10), attempt).await {
