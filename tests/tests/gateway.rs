@@ -625,3 +625,36 @@ async fn a_file_read_larger_than_the_client_limit_is_relayed_whole() -> Result<(
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn with_a_certificate_the_gateway_serves_https() -> Result<()> {
+    let fixtures =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../gateway/tests/fixtures");
+    let cert = fixtures.join("tls-cert.pem");
+    let key = fixtures.join("tls-key.pem");
+    let gw = Gateway::start(opts(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]))
+    .await?;
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&cert)?)?)
+        .build()?;
+    let https = format!("https://localhost:{}", gw.proc.addr.port());
+    let response = client
+        .get(format!("{https}/workspaces"))
+        .bearer_auth(token("alice"))
+        .send()
+        .await?;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.json::<Value>().await?, json!({"workspaces": []}));
+    // Plain HTTP on the TLS port is not served.
+    assert!(
+        reqwest::get(format!("{}/healthz", gw.http_url()))
+            .await
+            .is_err()
+    );
+    Ok(())
+}
