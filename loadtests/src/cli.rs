@@ -100,6 +100,13 @@ pub struct Common {
     #[arg(long, value_parser = duration, default_value = "500ms")]
     #[serde(with = "humantime_serde_compat")]
     pub boot_delay: Duration,
+    /// Port-scan interval of every workspace service the harness or its gateway starts
+    /// (`AETHER_WORKSPACE_PORTS_INTERVAL`). Each scan reads /proc/net/tcp, whose cost grows
+    /// with every socket on the machine, the load's included: the default keeps that
+    /// background work out of the proxy's figures. `1s` is the service's own default.
+    #[arg(long, value_parser = duration, default_value = "1h")]
+    #[serde(with = "humantime_serde_compat")]
+    pub backend_ports_interval: Duration,
     /// Idle timeout of the spawned gateway (churn defaults to 2s).
     #[arg(long, value_parser = duration)]
     #[serde(with = "humantime_serde_opt")]

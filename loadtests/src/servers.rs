@@ -105,6 +105,8 @@ pub struct GatewaySpawn<'a> {
     pub secret: &'a str,
     pub idle_timeout: Duration,
     pub boot_delay: Duration,
+    /// Inherited by the workspace services the gateway's local provider starts.
+    pub ports_interval: Duration,
 }
 
 pub async fn spawn_gateway(s: GatewaySpawn<'_>) -> Result<Proc> {
@@ -127,6 +129,10 @@ pub async fn spawn_gateway(s: GatewaySpawn<'_>) -> Result<Proc> {
             "AETHER_GATEWAY_WORKSPACE_BIN",
             s.bin_dir.join("aether-workspace"),
         )
+        .env(
+            "AETHER_WORKSPACE_PORTS_INTERVAL",
+            humantime::format_duration(s.ports_interval).to_string(),
+        )
         .env_remove("AETHER_GATEWAY_LISTEN")
         .env_remove("AETHER_GATEWAY_DATA_DIR");
     if std::env::var_os("RUST_LOG").is_none() {
@@ -136,13 +142,22 @@ pub async fn spawn_gateway(s: GatewaySpawn<'_>) -> Result<Proc> {
     Proc::start(cmd, s.data_dir.join("gateway.log")).await
 }
 
-pub async fn spawn_workspace(bin_dir: &Path, volume: &Path, log: PathBuf) -> Result<Proc> {
+pub async fn spawn_workspace(
+    bin_dir: &Path,
+    volume: &Path,
+    log: PathBuf,
+    ports_interval: Duration,
+) -> Result<Proc> {
     std::fs::create_dir_all(volume)?;
     let mut cmd = Command::new(bin_dir.join("aether-workspace"));
     cmd.arg("--listen")
         .arg("127.0.0.1:0")
         .arg("--volume")
-        .arg(volume);
+        .arg(volume)
+        .env(
+            "AETHER_WORKSPACE_PORTS_INTERVAL",
+            humantime::format_duration(ports_interval).to_string(),
+        );
     if std::env::var_os("RUST_LOG").is_none() {
         cmd.env("RUST_LOG", "warn");
     }

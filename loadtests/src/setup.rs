@@ -205,6 +205,7 @@ impl Setup {
                     .or(idle_timeout)
                     .unwrap_or(DEFAULT_IDLE_TIMEOUT),
                 boot_delay: common.boot_delay,
+                ports_interval: common.backend_ports_interval,
             })
             .await?;
             Some(GatewayHandle {
@@ -256,8 +257,10 @@ impl Setup {
         for i in 0..n {
             let dir = self.tmp.path().join(format!("service-{i}"));
             let log = self.tmp.path().join(format!("service-{i}.log"));
-            self.services
-                .push(servers::spawn_workspace(&self.bin_dir, &dir, log).await?);
+            self.services.push(
+                servers::spawn_workspace(&self.bin_dir, &dir, log, common.backend_ports_interval)
+                    .await?,
+            );
         }
         let backend: Vec<u32> = self.services.iter().map(|s| s.pid).collect();
         let mut out = Vec::new();
