@@ -51,6 +51,39 @@ pub struct UpdateWorkspace {
     pub idle_timeout_secs: Option<Option<u64>>,
 }
 
+impl UpdateWorkspace {
+    /// Applies the fields that are present to `workspace`, checking the resulting hardware
+    /// against the documented ranges; on an error `workspace` is left as it was. Does not touch
+    /// `updated_at`: that is the store's business.
+    pub fn apply_to(&self, workspace: &mut Workspace) -> Result<(), String> {
+        let mut hardware = workspace.hardware.clone();
+        if let Some(cpu_kind) = self.cpu_kind {
+            hardware.cpu_kind = cpu_kind;
+        }
+        if let Some(cpus) = self.cpus {
+            hardware.cpus = cpus;
+        }
+        if let Some(memory_mb) = self.memory_mb {
+            hardware.memory_mb = memory_mb;
+        }
+        if let Some(volume_size_gb) = self.volume_size_gb {
+            hardware.volume_size_gb = volume_size_gb;
+        }
+        if let Some(gpu_kind) = &self.gpu_kind {
+            hardware.gpu_kind = gpu_kind.clone();
+        }
+        hardware.validate()?;
+        workspace.hardware = hardware;
+        if let Some(keep_active) = self.keep_active {
+            workspace.keep_active = keep_active;
+        }
+        if let Some(idle_timeout_secs) = self.idle_timeout_secs {
+            workspace.idle_timeout_secs = idle_timeout_secs;
+        }
+        Ok(())
+    }
+}
+
 /// `POST /workspaces/{id}/start` and `/stop`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusBody {

@@ -197,28 +197,7 @@ impl Provider for MemoryProvider {
         spec: NewWorkspace,
     ) -> Result<Record, ProviderError> {
         spec.hardware.validate().map_err(ProviderError::Invalid)?;
-        let now = OffsetDateTime::now_utc();
-        let record = Record {
-            workspace: protocol::Workspace {
-                id: Uuid::new_v4(),
-                project_id,
-                status: WorkspaceStatus::Creating,
-                hardware: spec.hardware,
-                keep_active: spec.keep_active,
-                machine_id: None,
-                private_ip: None,
-                git_ref: None,
-                preview_token: None,
-                error_message: None,
-                created_at: now,
-                updated_at: now,
-                active_connections: 0,
-                active_tasks: 0,
-                idle_timeout_secs: spec.idle_timeout_secs,
-                idle_stop_at: None,
-            },
-            owner: owner.to_owned(),
-        };
+        let record = Record::creating(owner, project_id, spec);
         let id = record.id();
         self.insert(record.clone());
         let _ = self.events.send(StateChange {
@@ -235,30 +214,9 @@ impl Provider for MemoryProvider {
     async fn update(&self, id: Uuid, update: UpdateWorkspace) -> Result<Record, ProviderError> {
         let mut state = self.lock();
         let record = state.records.get_mut(&id).ok_or(ProviderError::NotFound)?;
-        let mut hardware = record.workspace.hardware.clone();
-        if let Some(v) = update.cpu_kind {
-            hardware.cpu_kind = v;
-        }
-        if let Some(v) = update.cpus {
-            hardware.cpus = v;
-        }
-        if let Some(v) = update.memory_mb {
-            hardware.memory_mb = v;
-        }
-        if let Some(v) = update.volume_size_gb {
-            hardware.volume_size_gb = v;
-        }
-        if let Some(v) = update.gpu_kind {
-            hardware.gpu_kind = v;
-        }
-        hardware.validate().map_err(ProviderError::Invalid)?;
-        record.workspace.hardware = hardware;
-        if let Some(v) = update.keep_active {
-            record.workspace.keep_active = v;
-        }
-        if let Some(v) = update.idle_timeout_secs {
-            record.workspace.idle_timeout_secs = v;
-        }
+        update
+            .apply_to(&mut record.workspace)
+            .map_err(ProviderError::Invalid)?;
         record.workspace.updated_at = OffsetDateTime::now_utc();
         Ok(record.clone())
     }

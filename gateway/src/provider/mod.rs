@@ -37,6 +37,33 @@ pub struct Record {
 }
 
 impl Record {
+    /// A new workspace of `owner`, `creating`, with a fresh id: what `create` stores first.
+    /// Validates nothing; providers check `spec.hardware` before.
+    pub fn creating(owner: &str, project_id: Uuid, spec: NewWorkspace) -> Record {
+        let now = time::OffsetDateTime::now_utc();
+        Record {
+            workspace: protocol::Workspace {
+                id: Uuid::new_v4(),
+                project_id,
+                status: WorkspaceStatus::Creating,
+                hardware: spec.hardware,
+                keep_active: spec.keep_active,
+                machine_id: None,
+                private_ip: None,
+                git_ref: None,
+                preview_token: None,
+                error_message: None,
+                created_at: now,
+                updated_at: now,
+                active_connections: 0,
+                active_tasks: 0,
+                idle_timeout_secs: spec.idle_timeout_secs,
+                idle_stop_at: None,
+            },
+            owner: owner.to_owned(),
+        }
+    }
+
     pub fn id(&self) -> Uuid {
         self.workspace.id
     }

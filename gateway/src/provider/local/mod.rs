@@ -335,25 +335,7 @@ impl Shared {
         spec: NewWorkspace,
     ) -> Result<Record, ProviderError> {
         spec.hardware.validate().map_err(ProviderError::Invalid)?;
-        let now = OffsetDateTime::now_utc();
-        let workspace = protocol::Workspace {
-            id: Uuid::new_v4(),
-            project_id,
-            status: WorkspaceStatus::Creating,
-            hardware: spec.hardware,
-            keep_active: spec.keep_active,
-            machine_id: None,
-            private_ip: None,
-            git_ref: None,
-            preview_token: None,
-            error_message: None,
-            created_at: now,
-            updated_at: now,
-            active_connections: 0,
-            active_tasks: 0,
-            idle_timeout_secs: spec.idle_timeout_secs,
-            idle_stop_at: None,
-        };
+        let workspace = Record::creating(owner, project_id, spec).workspace;
         let id = workspace.id;
         let record = {
             let mut entries = self.lock();
@@ -428,30 +410,7 @@ impl Shared {
     ) -> Result<Record, ProviderError> {
         let record = self.with_entry(id, |entry, _| {
             let workspace = &mut entry.stored.workspace;
-            let mut hardware = workspace.hardware.clone();
-            if let Some(cpu_kind) = update.cpu_kind {
-                hardware.cpu_kind = cpu_kind;
-            }
-            if let Some(cpus) = update.cpus {
-                hardware.cpus = cpus;
-            }
-            if let Some(memory_mb) = update.memory_mb {
-                hardware.memory_mb = memory_mb;
-            }
-            if let Some(volume_size_gb) = update.volume_size_gb {
-                hardware.volume_size_gb = volume_size_gb;
-            }
-            if let Some(gpu_kind) = update.gpu_kind {
-                hardware.gpu_kind = gpu_kind;
-            }
-            hardware.validate().map_err(ProviderError::Invalid)?;
-            workspace.hardware = hardware;
-            if let Some(keep_active) = update.keep_active {
-                workspace.keep_active = keep_active;
-            }
-            if let Some(idle_timeout_secs) = update.idle_timeout_secs {
-                workspace.idle_timeout_secs = idle_timeout_secs;
-            }
+            update.apply_to(workspace).map_err(ProviderError::Invalid)?;
             workspace.updated_at = OffsetDateTime::now_utc();
             Ok(entry.record())
         })?;
