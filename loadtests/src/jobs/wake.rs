@@ -1,7 +1,8 @@
 //! `wake`: every client connects at once to one stopped workspace and records, as wall-clock
 //! nanoseconds (comparable across worker processes), when its upgrade completed, when it saw
-//! `starting` and when it saw `running`. Then one round trip proves the relay works, and the
-//! sessions stay open until the parent has read the start count.
+//! `starting` and when it saw `running`. Once every client has seen `running`, one round trip
+//! each proves the relay works, and the sessions stay open until the parent has read the start
+//! count.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -49,9 +50,35 @@ pub(super) async fn run(plan: &Arc<Plan>, shared: &Arc<Shared>, ctl: &mut Ctl) -
             }
         }));
     }
-    let mut open = Vec::with_capacity(tasks.len());
+    let mut running = Vec::with_capacity(tasks.len());
     for t in tasks {
         if let Ok(Some(s)) = t.await {
+            running.push(s);
+        }
+    }
+    // Only now prove every relay works: pinging as soon as each client saw `running` would
+    // put the harness's own traffic in the way of the `running` frames still being delivered.
+    let checks: Vec<_> = running
+        .into_iter()
+        .map(|(i, mut ws)| {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                match ws::round_trip(&mut ws, 1, "", within).await {
+                    Ok(()) => {
+                        shared.received.fetch_add(1, Ordering::Relaxed);
+                        Some((i, ws))
+                    }
+                    Err(e) => {
+                        shared.error(format!("wake client {i}: relay after running: {e:#}"));
+                        None
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut open = Vec::with_capacity(checks.len());
+    for c in checks {
+        if let Ok(Some(s)) = c.await {
             open.push(s);
         }
     }
@@ -97,7 +124,5 @@ async fn client(
     shared.push("starting_ns", starting);
     shared.push("running_ns", running);
     shared.count(&format!("first_status_{first}"), 1);
-    ws::round_trip(&mut ws, 1, "", within).await?;
-    shared.received.fetch_add(1, Ordering::Relaxed);
     Ok(ws)
 }
