@@ -239,3 +239,46 @@ fn fmt_num(v: f64) -> String {
         format!("{v:.3}")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(target: &str, rate: f64, p50: u64) -> Run {
+        let mut r = Run::new(target, "relay");
+        r.set("round_trips_per_s", rate);
+        r.latency.insert(
+            "rtt".into(),
+            Summary {
+                p50_us: p50,
+                ..Summary::default()
+            },
+        );
+        r
+    }
+
+    #[test]
+    fn compares_the_gateway_with_each_baseline() {
+        let mut report = Report {
+            scenario: "relay".into(),
+            command: vec![],
+            config: serde_json::Value::Null,
+            conditions: Conditions::now(),
+            runs: vec![
+                run("gateway", 50.0, 300),
+                run("direct", 100.0, 200),
+                run("nginx", 40.0, 300),
+            ],
+            comparisons: vec![],
+            failures: vec![],
+            pass: true,
+        };
+        report.compare(&["round_trips_per_s", "latency.rtt.p50"]);
+        assert_eq!(report.comparisons.len(), 4);
+        let direct = &report.comparisons[0];
+        assert_eq!((direct.baseline.as_str(), direct.ratio), ("direct", 0.5));
+        let p50 = &report.comparisons[1];
+        assert_eq!(p50.delta, 100.0);
+        assert!(report.table().contains("PASS"));
+    }
+}

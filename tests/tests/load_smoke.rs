@@ -117,6 +117,9 @@ async fn connect_storm_on_the_gateway() -> Result<()> {
     let report = load(&[
         "connect",
         "--spawn",
+        // Non-counting observers (`counts=false`): the way the harness is meant to watch a
+        // production gateway without keeping workspaces awake.
+        "--observer",
         "--baseline",
         "direct",
         "--workspaces",
