@@ -98,6 +98,39 @@ impl Proc {
     }
 }
 
+/// SIGTERM to every pid in `pids` still running `program` (a pid may have been reused), then
+/// SIGKILL to what is left after a grace period.
+pub async fn terminate(pids: &[u32], program: &str) {
+    let ours = |pid: &u32| {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|c| String::from_utf8_lossy(&c).contains(program))
+            .unwrap_or(false)
+    };
+    let signal = |sig: &'static str, pids: Vec<u32>| async move {
+        if pids.is_empty() {
+            return;
+        }
+        let _ = Command::new("kill")
+            .arg(sig)
+            .args(pids.iter().map(u32::to_string))
+            .status()
+            .await;
+    };
+    signal("-TERM", pids.iter().copied().filter(ours).collect()).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left: Vec<u32> = pids.iter().copied().filter(ours).collect();
+        if left.is_empty() {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            signal("-KILL", left).await;
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Settings of a spawned gateway.
 pub struct GatewaySpawn<'a> {
     pub bin_dir: &'a Path,

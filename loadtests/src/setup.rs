@@ -319,7 +319,12 @@ impl Setup {
             s.stop().await;
         }
         if let Some(p) = self.gateway.as_mut().and_then(|g| g.proc.as_mut()) {
+            // The local provider leaves its workspace services running across a gateway
+            // restart (by design, so a restart recovers them); a spawned gateway's services
+            // are this run's, so they go with it.
+            let services = procfs::children(p.pid);
             p.stop().await;
+            servers::terminate(&services, "aether-workspace").await;
         }
     }
 
