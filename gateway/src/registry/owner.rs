@@ -69,6 +69,13 @@ struct State {
     /// A stop was asked for while a start was in flight: stop once it has started.
     stop_after_start: Option<StopReason>,
     idle_deadline: Option<Instant>,
+    /// Since when nothing has kept the workspace busy: the last connection closed, the last
+    /// agent task ended, or a start began. The idle timeout counts from here — not from when
+    /// the timer could first be armed, which may be later (a client that disconnects while its
+    /// workspace still boots must not add the boot time to the idle timeout).
+    idle_since: Instant,
+    /// The connection count last seen, to notice it dropping to zero.
+    connections_seen: u32,
     probe: Option<BoxFuture<Result<u32, String>>>,
     next_poll: Instant,
 }
@@ -80,6 +87,8 @@ impl Owner {
             wake_after_stop: false,
             stop_after_start: None,
             idle_deadline: None,
+            idle_since: Instant::now(),
+            connections_seen: 0,
             probe: None,
             next_poll: Instant::now(),
         };
@@ -135,6 +144,7 @@ impl Owner {
                     if changed.is_err() {
                         return;
                     }
+                    self.connections.borrow_and_update();
                     // A new connection must find the workspace awake: cancel the timer at once.
                     self.reevaluate_idle(&mut state);
                 }
@@ -156,7 +166,12 @@ impl Owner {
                 tasks = probe => {
                     state.probe = None;
                     match tasks {
-                        Ok(n) => self.handle.active_tasks.store(n, Ordering::Relaxed),
+                        Ok(n) => {
+                            let before = self.handle.active_tasks.swap(n, Ordering::Relaxed);
+                            if n == 0 && before > 0 {
+                                state.idle_since = Instant::now();
+                            }
+                        }
                         // An unreachable service has no task we know of; the provider reports
                         // its death separately.
                         Err(error) => {
@@ -227,11 +242,16 @@ impl Owner {
                 keep_active,
                 idle_timeout,
             } => {
+                if self.keep_active && !keep_active {
+                    // Idle from now, not from whenever it last had a connection.
+                    state.idle_since = Instant::now();
+                }
                 self.keep_active = keep_active;
                 if self.idle_timeout != idle_timeout {
                     self.idle_timeout = idle_timeout;
-                    // Re-arm with the new timeout.
+                    // Re-arm with the new timeout, counted from now.
                     state.idle_deadline = None;
+                    state.idle_since = Instant::now();
                 }
                 self.reevaluate_idle(state);
             }
@@ -274,6 +294,7 @@ impl Owner {
 
     fn begin_start(&mut self, state: &mut State) {
         self.metrics.start_called();
+        state.idle_since = Instant::now();
         self.publish(Snapshot::of(WorkspaceStatus::Starting));
         let provider = self.provider.clone();
         let id = self.handle.id;
@@ -378,6 +399,13 @@ impl Owner {
 
     /// Arms or cancels the idle timer to match the current conditions.
     fn reevaluate_idle(&mut self, state: &mut State) {
+        // Read the count here rather than only when its change is delivered: another input may
+        // be handled first, and must not arm the timer from before the last disconnect.
+        let connections = *self.connections.borrow();
+        if connections == 0 && state.connections_seen > 0 {
+            state.idle_since = Instant::now();
+        }
+        state.connections_seen = connections;
         if !self.idle_eligible(state) {
             if state.idle_deadline.take().is_some() {
                 self.handle.idle_stop_at_ms.store(0, Ordering::Relaxed);
@@ -388,8 +416,10 @@ impl Owner {
             return;
         }
         let timeout = self.idle_timeout.unwrap_or(self.settings.idle_timeout);
-        state.idle_deadline = Some(Instant::now() + timeout);
-        let at = time::OffsetDateTime::now_utc() + timeout;
+        let deadline = state.idle_since + timeout;
+        state.idle_deadline = Some(deadline);
+        let left = deadline.saturating_duration_since(Instant::now());
+        let at = time::OffsetDateTime::now_utc() + left;
         let ms = (at.unix_timestamp_nanos() / 1_000_000).max(1) as u64;
         self.handle.idle_stop_at_ms.store(ms, Ordering::Relaxed);
     }

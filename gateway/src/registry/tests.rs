@@ -349,3 +349,24 @@ async fn randomized_churn_never_stops_a_connected_workspace() {
     }
     assert!(stops > 0, "the churn never let the workspace idle");
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_idle_timeout_counts_from_the_last_disconnect_even_during_a_boot() {
+    let f = fixture(settings()).await;
+    f.provider.set_start_delay(Duration::from_secs(120));
+    let handle = f.workspace(NewWorkspace::default()).await;
+    let lease = handle.lease();
+    handle.wake();
+    wait_for(&handle, WorkspaceStatus::Starting).await;
+    sleep(Duration::from_secs(30)).await;
+    // The client gives up while the workspace still boots.
+    drop(lease);
+    let disconnected = Instant::now();
+    wait_for(&handle, WorkspaceStatus::Running).await;
+    wait_for(&handle, WorkspaceStatus::Stopped).await;
+    let idle = disconnected.elapsed();
+    assert!(
+        idle >= IDLE && idle < IDLE + Duration::from_secs(1),
+        "{idle:?}"
+    );
+}

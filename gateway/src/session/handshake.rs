@@ -205,33 +205,36 @@ async fn run(
     let mut gauge = app.metrics.session_opened(kind, Phase::Waking);
     let mut client = Client::new(ws, &app.session, token_expiry);
     let mut held = Held::new(&app.session);
-    let code = match wake::until_running(
+    // The session task lives as long as the session, and an async state machine is as large as
+    // its largest state: the short-lived phases (waking, connecting, closing) are boxed so only
+    // the relay's own state stays with an idle session.
+    let code = match Box::pin(wake::until_running(
         &mut client,
         &handle,
         start,
         &mut held,
         connected_at,
         &app.shutdown,
-    )
+    ))
     .await
     {
         Waited::Close(code) => code,
         Waited::Running => match app.provider.endpoint(handle.id()) {
             None => {
-                wake::send_error(
+                Box::pin(wake::send_error(
                     &mut client,
                     protocol::control::ErrorCode::BackendLost,
                     "workspace is running but has no endpoint".into(),
-                )
+                ))
                 .await;
                 protocol::CloseCode::Internal
             }
-            Some(endpoint) => match relay::connect(&endpoint, &app.session).await {
+            Some(endpoint) => match Box::pin(relay::connect(&endpoint, &app.session)).await {
                 Err(error) => {
                     // Most often the service died between `running` and this connect: let the
                     // client hear why, as if it had died under the relay.
                     tracing::warn!(%error, "cannot reach the workspace service");
-                    relay::unreachable(&mut client, &handle).await
+                    Box::pin(relay::unreachable(&mut client, &handle)).await
                 }
                 Ok(upstream) => {
                     gauge.set_phase(Phase::Relaying);
@@ -249,5 +252,5 @@ async fn run(
         },
     };
     tracing::debug!(code = code.code(), "session closed");
-    client.close(code, &app.metrics).await;
+    Box::pin(client.close(code, &app.metrics)).await;
 }

@@ -77,41 +77,60 @@ pub(super) async fn run(
     shutdown: &CancellationToken,
 ) -> CloseCode {
     // Subscribe before forwarding anything, so a stop that happens from now on is seen.
-    let (_, mut events) = handle.subscribe();
+    let (_, events) = handle.subscribe();
     for message in held.drain() {
         counters.up_messages.inc();
         counters.up_bytes.inc_by(message.len() as u64);
         if upstream.feed(Message::Text(message)).await.is_err() {
-            return lost(client, handle, &mut events).await;
+            return Box::pin(lost(client, handle)).await;
         }
     }
     if upstream.flush().await.is_err() {
-        return lost(client, handle, &mut events).await;
+        return Box::pin(lost(client, handle)).await;
     }
+    // Both are built once and polled across iterations, so they stay registered instead of
+    // re-registering with the token and the broadcast on every relayed frame.
+    let cancelled = shutdown.cancelled();
+    let stopped = watch_for_stop(events, handle);
+    tokio::pin!(cancelled, stopped);
     loop {
         let step = tokio::select! {
-            _ = shutdown.cancelled() => Step::End(CloseCode::Restart),
+            () = &mut cancelled => Step::End(CloseCode::Restart),
             event = client.next_event() => up(client, &mut upstream, event, counters).await,
             frame = upstream.next() => down(client, &mut upstream, frame, counters).await,
-            event = events.recv() => {
-                let snapshot = match event {
-                    Ok(snapshot) => snapshot,
-                    Err(broadcast::error::RecvError::Lagged(_)) => handle.snapshot(),
-                    Err(broadcast::error::RecvError::Closed) => continue,
-                };
-                match gone(client, handle, &snapshot).await {
-                    Some(code) => Step::End(code),
-                    None => Step::Continue,
-                }
-            }
+            snapshot = &mut stopped => match Box::pin(gone(client, handle, &snapshot)).await {
+                Some(code) => Step::End(code),
+                // Not reachable: the watcher only returns a state that is gone.
+                None => Step::End(CloseCode::Internal),
+            },
         };
         match step {
             Step::Continue => {}
             Step::End(code) => {
-                let _ = upstream.close(None).await;
+                let _ = Box::pin(upstream.close(None)).await;
                 return code;
             }
-            Step::UpstreamLost => return lost(client, handle, &mut events).await,
+            Step::UpstreamLost => return Box::pin(lost(client, handle)).await,
+        }
+    }
+}
+
+/// Resolves with the first state in which the session cannot go on (stopped, failed, deleted).
+async fn watch_for_stop(mut events: broadcast::Receiver<Snapshot>, handle: &Handle) -> Snapshot {
+    loop {
+        let snapshot = match events.recv().await {
+            Ok(snapshot) => snapshot,
+            Err(broadcast::error::RecvError::Lagged(_)) => handle.snapshot(),
+            // The owner is gone; the relay ends by its sockets.
+            Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+        };
+        if snapshot.deleted
+            || !matches!(
+                snapshot.status,
+                WorkspaceStatus::Running | WorkspaceStatus::Starting
+            )
+        {
+            return snapshot;
         }
     }
 }
@@ -223,17 +242,14 @@ async fn down(
 
 /// The workspace service could not be reached at all: explain it like a lost connection.
 pub(super) async fn unreachable(client: &mut Client, handle: &Arc<Handle>) -> CloseCode {
-    let (_, mut events) = handle.subscribe();
-    lost(client, handle, &mut events).await
+    lost(client, handle).await
 }
 
 /// The workspace service's socket ended: wait briefly for the provider to say why, then tell the
 /// client.
-async fn lost(
-    client: &mut Client,
-    handle: &Arc<Handle>,
-    events: &mut broadcast::Receiver<Snapshot>,
-) -> CloseCode {
+async fn lost(client: &mut Client, handle: &Arc<Handle>) -> CloseCode {
+    // Subscribing before reading the state means no transition can fall in between.
+    let (_, mut events) = handle.subscribe();
     let current = handle.snapshot();
     if let Some(code) = gone(client, handle, &current).await {
         return code;

@@ -11,7 +11,9 @@ use futures_util::{FutureExt, SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use protocol::{CloseCode, ServerMessage};
-use tokio::time::{Instant, Interval, MissedTickBehavior, interval_at, sleep_until};
+use std::pin::Pin;
+
+use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
@@ -39,7 +41,12 @@ pub(super) enum Event {
 /// A client socket with its keepalive.
 pub(super) struct Client {
     ws: ClientStream,
-    ping: Interval,
+    /// One timer for both the next keepalive ping and the token's expiry, whichever is first.
+    /// It is kept (not rebuilt per read) so waiting for a frame does not register a timer each
+    /// time — the relay waits for a frame once per message.
+    timer: Pin<Box<Sleep>>,
+    ping_interval: Duration,
+    next_ping: Instant,
     last_heard: Instant,
     pong_timeout: Duration,
     write_timeout: Duration,
@@ -50,14 +57,12 @@ pub(super) struct Client {
 
 impl Client {
     pub(super) fn new(ws: ClientStream, settings: &Settings, token_expiry: Instant) -> Client {
-        let mut ping = interval_at(
-            Instant::now() + settings.ping_interval,
-            settings.ping_interval,
-        );
-        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let next_ping = Instant::now() + settings.ping_interval;
         Client {
             ws,
-            ping,
+            timer: Box::pin(sleep_until(next_ping.min(token_expiry))),
+            ping_interval: settings.ping_interval,
+            next_ping,
             last_heard: Instant::now(),
             pong_timeout: settings.pong_timeout,
             write_timeout: settings.write_timeout,
@@ -69,12 +74,26 @@ impl Client {
     pub(super) async fn next_event(&mut self) -> Event {
         tokio::select! {
             frame = self.ws.next() => self.frame(frame),
-            _ = self.ping.tick() => self.keepalive().await,
-            () = sleep_until(self.token_expiry) => {
-                tracing::debug!("token expired");
-                Event::Fatal(CloseCode::TokenExpired)
-            }
+            () = self.timer.as_mut() => self.timer_fired().await,
         }
+    }
+
+    async fn timer_fired(&mut self) -> Event {
+        let now = Instant::now();
+        if now >= self.token_expiry {
+            tracing::debug!("token expired");
+            return Event::Fatal(CloseCode::TokenExpired);
+        }
+        let event = if now >= self.next_ping {
+            self.next_ping = now + self.ping_interval;
+            self.keepalive().await
+        } else {
+            Event::Nothing
+        };
+        self.timer
+            .as_mut()
+            .reset(self.next_ping.min(self.token_expiry));
+        event
     }
 
     /// The next client event if one can be had without waiting (already buffered or readable):
