@@ -35,6 +35,9 @@ use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::provider::{Provider, Record};
 
+/// Sessions of one workspace that may be connecting to its service at the same time.
+const CONCURRENT_CONNECTS: usize = 16;
+
 /// Timing of the owner tasks.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -138,6 +141,9 @@ pub struct Handle {
     active_tasks: AtomicU32,
     /// When the idle timer will fire, as Unix milliseconds; 0 when it is not running.
     idle_stop_at_ms: AtomicU64,
+    /// Bounds the sessions connecting to the workspace service at once (see
+    /// [`Handle::connect_permit`]).
+    connects: tokio::sync::Semaphore,
 }
 
 impl Handle {
@@ -160,6 +166,17 @@ impl Handle {
     /// Counts a connection until the lease drops.
     pub fn lease(self: &Arc<Self>) -> Lease {
         Lease::new(self.clone())
+    }
+
+    /// Waits for a turn to open a connection to the workspace service. When a workspace that
+    /// thousands of clients waited for becomes running, every session would otherwise start its
+    /// upstream handshake at once, and those handshakes would delay the `running` frames still to
+    /// be written to the others; with a bound, the frames go out first.
+    pub async fn connect_permit(&self) -> tokio::sync::SemaphorePermit<'_> {
+        self.connects
+            .acquire()
+            .await
+            .expect("the connect semaphore is never closed")
     }
 
     /// Counted connections open now.
@@ -320,6 +337,7 @@ impl Registry {
             connections,
             active_tasks: AtomicU32::new(0),
             idle_stop_at_ms: AtomicU64::new(0),
+            connects: tokio::sync::Semaphore::new(CONCURRENT_CONNECTS),
         });
         let owner = owner::Owner {
             handle: handle.clone(),

@@ -229,7 +229,12 @@ async fn run(
                 .await;
                 protocol::CloseCode::Internal
             }
-            Some(endpoint) => match Box::pin(relay::connect(&endpoint, &app.session)).await {
+            Some(endpoint) => match Box::pin(async {
+                let _turn = handle.connect_permit().await;
+                relay::connect(&endpoint, &app.session).await
+            })
+            .await
+            {
                 Err(error) => {
                     // Most often the service died between `running` and this connect: let the
                     // client hear why, as if it had died under the relay.
