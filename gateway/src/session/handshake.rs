@@ -15,6 +15,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
+use super::readahead::ReadAhead;
 use super::relay;
 use super::socket::Client;
 use super::wake::{self, Held, Waited};
@@ -124,7 +125,7 @@ async fn accept(
             }
         };
         let ws = WebSocketStream::from_raw_socket(
-            TokioIo::new(upgraded),
+            ReadAhead::new(TokioIo::new(upgraded)),
             Role::Server,
             Some(session_app.session.client_ws_config()),
         )

@@ -14,6 +14,7 @@
 //! with a code.
 
 pub mod handshake;
+mod readahead;
 mod relay;
 mod socket;
 mod wake;
@@ -44,7 +45,9 @@ pub struct Settings {
     /// Bytes a client may send while its workspace wakes.
     pub wake_queue_bytes: usize,
     /// tungstenite's read buffer per socket. Its default (128 KiB) would dominate an idle
-    /// session's memory; messages larger than this still work, the buffer grows as needed.
+    /// session's memory; messages larger than this still work, the buffer grows as needed, and
+    /// the sockets read ahead in large chunks underneath (see `readahead`), so a small buffer
+    /// does not mean small reads.
     pub read_buffer_size: usize,
 }
 
@@ -58,7 +61,7 @@ impl Default for Settings {
             max_backend_message: 140 << 20,
             wake_queue_messages: 256,
             wake_queue_bytes: 1 << 20,
-            read_buffer_size: 4096,
+            read_buffer_size: 1024,
         }
     }
 }

@@ -18,18 +18,19 @@ use protocol::control::{ControlServer, ErrorCode};
 use protocol::{CloseCode, ServerMessage, WorkspaceStatus};
 use tokio::net::TcpStream;
 use tokio::sync::broadcast;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
 use super::Settings;
+use super::readahead::ReadAhead;
 use super::socket::{Client, Event};
 use super::wake::{Held, send_error};
 use crate::metrics::RelayCounters;
 use crate::provider::Endpoint;
 use crate::registry::{Handle, Snapshot};
 
-type Upstream = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type Upstream = WebSocketStream<ReadAhead<TcpStream>>;
 
 /// How long to wait for the provider to explain a lost workspace service.
 const EXPLAIN_WAIT: Duration = Duration::from_secs(3);
@@ -43,20 +44,42 @@ pub(super) async fn connect(endpoint: &Endpoint, settings: &Settings) -> Result<
     let mut delay = Duration::from_millis(50);
     let mut last_error = String::new();
     for _ in 0..CONNECT_ATTEMPTS {
-        let attempt = tokio_tungstenite::connect_async_with_config(
-            url.as_str(),
-            Some(settings.backend_ws_config()),
-            true,
-        );
-        match tokio::time::timeout(Duration::from_secs(10), attempt).await {
-            Ok(Ok((ws, _))) => return Ok(ws),
-            Ok(Err(err)) => last_error = err.to_string(),
+        match tokio::time::timeout(Duration::from_secs(10), connect_once(&url, settings)).await {
+            Ok(Ok(ws)) => return Ok(ws),
+            Ok(Err(err)) => last_error = err,
             Err(_) => last_error = "connect timed out".into(),
         }
         tokio::time::sleep(delay).await;
         delay *= 4;
     }
     Err(last_error)
+}
+
+/// One connect and WebSocket handshake to a `ws://` URL, reading ahead underneath.
+async fn connect_once(url: &str, settings: &Settings) -> Result<Upstream, String> {
+    let parsed = url::Url::parse(url).map_err(|e| e.to_string())?;
+    if parsed.scheme() != "ws" {
+        // Workspace services are reached on the provider's private network; TLS to them is not
+        // supported yet.
+        return Err(format!("unsupported workspace endpoint scheme in {url}"));
+    }
+    let host = parsed.host_str().ok_or("endpoint has no host")?;
+    let port = parsed
+        .port_or_known_default()
+        .ok_or("endpoint has no port")?;
+    // `host_str` keeps an IPv6 address in brackets, which is what `host:port` parsing wants.
+    let tcp = TcpStream::connect(format!("{host}:{port}"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let _ = tcp.set_nodelay(true);
+    let (ws, _) = tokio_tungstenite::client_async_with_config(
+        url,
+        ReadAhead::new(tcp),
+        Some(settings.backend_ws_config()),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    Ok(ws)
 }
 
 /// Most frames moved in one direction before a flush: enough to turn a burst of small messages

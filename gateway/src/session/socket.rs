@@ -20,9 +20,10 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsClos
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
 use super::Settings;
+use super::readahead::ReadAhead;
 use crate::metrics::Metrics;
 
-pub(super) type ClientStream = WebSocketStream<TokioIo<Upgraded>>;
+pub(super) type ClientStream = WebSocketStream<ReadAhead<TokioIo<Upgraded>>>;
 
 /// What a read from the client produced.
 pub(super) enum Event {
