@@ -58,23 +58,22 @@ pub async fn run(ctx: &Ctx<'_>, args: &ChurnArgs, gw: &GatewayHandle) -> Result<
             let limit = Duration::from_nanos(last) + idle + Duration::from_secs(10);
             let now = Duration::from_nanos(unix_ns());
             let within = limit.saturating_sub(now);
-            let r = api
-                .wait_status(
-                    &token,
-                    &id,
-                    &[WorkspaceStatus::Stopping, WorkspaceStatus::Stopped],
-                    within,
-                )
-                .await;
-            (w, last, r.map(|_| unix_ns()))
+            let r = watch_stop(&api, &token, &id, within).await;
+            (w, last, r)
         }));
     }
     let mut visited = 0u64;
+    // The gateway's planned stop (`idle_stop_at`) next to the observed one: tells a timer armed
+    // late from a stop carried out late.
+    let mut planned_after_disconnect = Hist::default();
     for c in checks {
         let (w, last, res) = c.await?;
         visited += 1;
         match res {
-            Ok(stopped_at) => {
+            Ok((stopped_at, planned)) => {
+                if let Some(p) = planned {
+                    planned_after_disconnect.record_micros(p.saturating_sub(last) / 1000);
+                }
                 let after = stopped_at.saturating_sub(last) as i128 - idle.as_nanos() as i128;
                 lateness.record_micros((after.max(0) / 1000) as u64);
                 if after > 1_000_000_000 {
@@ -90,6 +89,10 @@ pub async fn run(ctx: &Ctx<'_>, args: &ChurnArgs, gw: &GatewayHandle) -> Result<
     let idle_stops = gw.api.metric_sum(STOPS, Some("reason=\"idle\"")).await? - idle_before;
     r.latency
         .insert("idle_stop_after_timeout".into(), lateness.summary());
+    r.latency.insert(
+        "planned_stop_after_last_disconnect".into(),
+        planned_after_disconnect.summary(),
+    );
     r.set("visits", merged.counter("connects") as f64);
     r.set("workspaces_visited", visited as f64);
     r.set("starts", starts);
@@ -98,4 +101,32 @@ pub async fn run(ctx: &Ctx<'_>, args: &ChurnArgs, gw: &GatewayHandle) -> Result<
     r.set("idle_timeout_s", idle.as_secs_f64());
     out.runs.push(r);
     Ok(out)
+}
+
+/// Polls a workspace until it is `stopping` or `stopped`; returns when that was seen and the
+/// last `idle_stop_at` the gateway announced before it (both Unix nanoseconds).
+async fn watch_stop(
+    api: &crate::api::Api,
+    token: &str,
+    id: &str,
+    within: Duration,
+) -> Result<(u64, Option<u64>)> {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut planned = None;
+    loop {
+        let ws = api.get(token, id).await?;
+        if matches!(
+            ws.status,
+            WorkspaceStatus::Stopping | WorkspaceStatus::Stopped
+        ) {
+            return Ok((unix_ns(), planned));
+        }
+        if let Some(at) = ws.idle_stop_at {
+            planned = Some(at.unix_timestamp_nanos().max(0) as u64);
+        }
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!("workspace {id} still {} after {within:?}", ws.status);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
