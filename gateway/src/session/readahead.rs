@@ -36,9 +36,14 @@ pub(crate) struct ReadAhead<S> {
 
 impl<S> ReadAhead<S> {
     pub(crate) fn new(inner: S) -> ReadAhead<S> {
+        Self::with_pending(inner, Vec::new())
+    }
+
+    /// Starts with bytes already read from `inner` (what followed a handshake's headers).
+    pub(crate) fn with_pending(inner: S, pending: Vec<u8>) -> ReadAhead<S> {
         ReadAhead {
             inner,
-            pending: Vec::new(),
+            pending,
             pos: 0,
         }
     }

@@ -16,9 +16,13 @@ use std::time::Duration;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use protocol::control::{ControlServer, ErrorCode};
 use protocol::{CloseCode, ServerMessage, WorkspaceStatus};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::broadcast;
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::client::generate_key;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 
@@ -68,18 +72,67 @@ async fn connect_once(url: &str, settings: &Settings) -> Result<Upstream, String
         .port_or_known_default()
         .ok_or("endpoint has no port")?;
     // `host_str` keeps an IPv6 address in brackets, which is what `host:port` parsing wants.
-    let tcp = TcpStream::connect(format!("{host}:{port}"))
+    let authority = format!("{host}:{port}");
+    let mut tcp = TcpStream::connect(&authority)
         .await
         .map_err(|e| e.to_string())?;
     let _ = tcp.set_nodelay(true);
-    let (ws, _) = tokio_tungstenite::client_async_with_config(
-        url,
-        ReadAhead::new(tcp),
+    let leftover = upgrade(&mut tcp, &authority, parsed.path()).await?;
+    Ok(WebSocketStream::from_raw_socket(
+        ReadAhead::with_pending(tcp, leftover),
+        Role::Client,
         Some(settings.backend_ws_config()),
     )
-    .await
-    .map_err(|e| e.to_string())?;
-    Ok(ws)
+    .await)
+}
+
+/// The largest handshake response accepted from a workspace service.
+const MAX_RESPONSE_HEAD: usize = 16 * 1024;
+
+/// The client side of the WebSocket upgrade, by hand: tungstenite's own client handshake keeps
+/// its 4 KiB handshake buffer as the socket's read buffer for the whole session, which would be
+/// a third of an idle session's memory. Returns the bytes that followed the response headers
+/// (the service may send its first frames right after the 101).
+async fn upgrade(tcp: &mut TcpStream, authority: &str, path: &str) -> Result<Vec<u8>, String> {
+    let key = generate_key();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    tcp.write_all(request.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut head = Vec::with_capacity(512);
+    let end = loop {
+        let mut chunk = [0u8; 512];
+        let n = tcp.read(&mut chunk).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("workspace service closed the connection during the handshake".into());
+        }
+        head.extend_from_slice(&chunk[..n]);
+        if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end;
+        }
+        if head.len() > MAX_RESPONSE_HEAD {
+            return Err("handshake response headers too large".into());
+        }
+    };
+    let text = String::from_utf8_lossy(&head[..end]);
+    let mut lines = text.split("\r\n");
+    let status = lines.next().unwrap_or_default();
+    if status.split_whitespace().nth(1) != Some("101") {
+        return Err(format!("workspace service refused the upgrade: {status}"));
+    }
+    let expected = derive_accept_key(key.as_bytes());
+    let accepted = lines
+        .filter_map(|l| l.split_once(':'))
+        .any(|(name, value)| {
+            name.trim().eq_ignore_ascii_case("sec-websocket-accept") && value.trim() == expected
+        });
+    if !accepted {
+        return Err("workspace service answered with a wrong Sec-WebSocket-Accept".into());
+    }
+    Ok(head[end + 4..].to_vec())
 }
 
 /// Most frames moved in one direction before a flush: enough to turn a burst of small messages
@@ -186,8 +239,9 @@ async fn up(
                 }
                 fed += 1;
             }
+            // Rare: boxed, so its state does not make every idle session larger.
             Event::Invalid(reply) => {
-                if let Err(code) = client.send(&reply).await {
+                if let Err(code) = Box::pin(client.send(&reply)).await {
                     return Step::End(code);
                 }
             }

@@ -75,7 +75,9 @@ impl Client {
     pub(super) async fn next_event(&mut self) -> Event {
         tokio::select! {
             frame = self.ws.next() => self.frame(frame),
-            () = self.timer.as_mut() => self.timer_fired().await,
+            // Every 45 s at most: boxed, so the keepalive's write state is not part of every
+            // idle session.
+            () = self.timer.as_mut() => Box::pin(self.timer_fired()).await,
         }
     }
 
