@@ -61,7 +61,7 @@ impl Default for Settings {
             max_backend_message: 140 << 20,
             wake_queue_messages: 256,
             wake_queue_bytes: 1 << 20,
-            read_buffer_size: 1024,
+            read_buffer_size: 512,
         }
     }
 }
