@@ -40,25 +40,11 @@ pub(super) async fn latency(plan: &Arc<Plan>, shared: &Arc<Shared>, ctl: &mut Ct
     let period = Duration::from_secs_f64(n / rate.max(0.001));
     let deadline = Instant::now() + Duration::from_millis(duration_ms);
     let data: Arc<str> = ws::payload(payload).into();
-    let tasks: Vec<_> = sessions
-        .into_iter()
-        .map(|(i, ws)| {
-            let (shared, data) = (shared.clone(), data.clone());
-            tokio::spawn(async move {
-                match paced(ws, period, deadline, &data, &shared).await {
-                    Ok(ws) => Some((i, ws)),
-                    Err(e) => {
-                        shared.error(format!("session {i}: {e:#}"));
-                        None
-                    }
-                }
-            })
-        })
-        .collect();
-    let done = join(tasks).await;
-    ctl.barrier().await?;
-    close_all(done, shared).await;
-    Ok(())
+    run_each(sessions, shared, ctl, move |ws, shared| {
+        let data = data.clone();
+        async move { paced(ws, period, deadline, &data, &shared).await }
+    })
+    .await
 }
 
 async fn paced(
@@ -107,12 +93,33 @@ pub(super) async fn throughput(
     ctl.barrier().await?;
     let deadline = Instant::now() + Duration::from_millis(duration_ms);
     let data: Arc<str> = ws::payload(payload).into();
+    let window = window.max(1);
+    run_each(sessions, shared, ctl, move |ws, shared| {
+        let data = data.clone();
+        async move { windowed(ws, window, deadline, &data, &shared).await }
+    })
+    .await
+}
+
+/// Runs `each` on every open session in a task of its own, then meets the other workers at the
+/// barrier and closes the sessions that survived (a session's error is recorded, not fatal).
+async fn run_each<F, Fut>(
+    sessions: Vec<(usize, Ws)>,
+    shared: &Arc<Shared>,
+    ctl: &mut Ctl,
+    each: F,
+) -> Result<()>
+where
+    F: Fn(Ws, Arc<Shared>) -> Fut,
+    Fut: std::future::Future<Output = Result<Ws>> + Send + 'static,
+{
     let tasks: Vec<_> = sessions
         .into_iter()
         .map(|(i, ws)| {
-            let (shared, data) = (shared.clone(), data.clone());
+            let shared = shared.clone();
+            let run = each(ws, shared.clone());
             tokio::spawn(async move {
-                match windowed(ws, window.max(1), deadline, &data, &shared).await {
+                match run.await {
                     Ok(ws) => Some((i, ws)),
                     Err(e) => {
                         shared.error(format!("session {i}: {e:#}"));

@@ -127,32 +127,17 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use protocol::{Hardware, WorkspaceStatus};
-    use time::OffsetDateTime;
+    use crate::provider::{NewWorkspace, Record};
+    use protocol::WorkspaceStatus;
 
     use super::*;
 
     fn row(owner: &str) -> Stored {
-        let now = OffsetDateTime::now_utc();
+        let mut workspace =
+            Record::creating(owner, Uuid::new_v4(), NewWorkspace::default()).workspace;
+        workspace.status = WorkspaceStatus::Running;
         Stored {
-            workspace: Workspace {
-                id: Uuid::new_v4(),
-                project_id: Uuid::new_v4(),
-                status: WorkspaceStatus::Running,
-                hardware: Hardware::default(),
-                keep_active: false,
-                machine_id: None,
-                private_ip: None,
-                git_ref: None,
-                preview_token: None,
-                error_message: None,
-                created_at: now,
-                updated_at: now,
-                active_connections: 0,
-                active_tasks: 0,
-                idle_timeout_secs: None,
-                idle_stop_at: None,
-            },
+            workspace,
             owner: owner.to_owned(),
             runtime: Some(Runtime {
                 pid: 4242,
