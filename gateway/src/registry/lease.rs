@@ -5,10 +5,24 @@
 //! the session ended — a clean close, an error, a panic or a cancelled task. Counting is a
 //! `watch` channel rather than an atomic so the owner task is *told* about every change instead of
 //! having to poll, and so the update is synchronous, which `Drop` requires.
+//!
+//! The count carries the instant of the last release with it: a visit that opens and closes
+//! before the owner task runs leaves the count where it was, but still moves the idle timer.
 
 use std::sync::Arc;
 
+use tokio::time::Instant;
+
 use super::Handle;
+
+/// A workspace's counted connections, as its owner task sees them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Connections {
+    /// Leases held now.
+    pub open: u32,
+    /// When the last lease was released, if one ever was.
+    pub last_closed: Option<Instant>,
+}
 
 /// A counted connection on a workspace; see the module docs.
 #[must_use = "a lease counts only while it is held"]
@@ -18,7 +32,7 @@ pub struct Lease {
 
 impl Lease {
     pub(super) fn new(handle: Arc<Handle>) -> Lease {
-        handle.connections.send_modify(|n| *n += 1);
+        handle.connections.send_modify(|c| c.open += 1);
         Lease { handle }
     }
 
@@ -30,9 +44,10 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.handle
-            .connections
-            .send_modify(|n| *n = n.saturating_sub(1));
+        self.handle.connections.send_modify(|c| {
+            c.open = c.open.saturating_sub(1);
+            c.last_closed = Some(Instant::now());
+        });
     }
 }
 

@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-pub use lease::Lease;
+pub use lease::{Connections, Lease};
 pub use probe::{HttpTaskProbe, TaskProbe};
 
 use crate::error::Error;
@@ -139,7 +139,7 @@ pub struct Handle {
     commands: mpsc::UnboundedSender<Command>,
     status: watch::Receiver<Snapshot>,
     events: broadcast::Sender<Snapshot>,
-    connections: watch::Sender<u32>,
+    connections: watch::Sender<Connections>,
     active_tasks: AtomicU32,
     /// When the idle timer will fire, as Unix milliseconds; 0 when it is not running.
     idle_stop_at_ms: AtomicU64,
@@ -183,7 +183,7 @@ impl Handle {
 
     /// Counted connections open now.
     pub fn connections(&self) -> u32 {
-        *self.connections.borrow()
+        self.connections.borrow().open
     }
 
     /// Agent tasks the workspace service last reported.
@@ -330,7 +330,7 @@ impl Registry {
         // Transitions are few; 64 lets a slow waiter lag without losing the last state (a lagged
         // receiver falls back to the current snapshot).
         let (events, _) = broadcast::channel(64);
-        let (connections, connections_rx) = watch::channel(0);
+        let (connections, connections_rx) = watch::channel(Connections::default());
         let handle = Arc::new(Handle {
             id: record.id(),
             commands: commands_tx,

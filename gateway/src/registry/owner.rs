@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-use super::{Command, Handle, Settings, Snapshot, StopReason, TaskProbe};
+use super::{Command, Connections, Handle, Settings, Snapshot, StopReason, TaskProbe};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::provider::{Endpoint, Provider, ProviderError, StateChange};
@@ -54,7 +54,7 @@ pub(super) struct Owner {
     pub(super) settings: Settings,
     pub(super) status_tx: watch::Sender<Snapshot>,
     pub(super) commands: mpsc::UnboundedReceiver<Command>,
-    pub(super) connections: watch::Receiver<u32>,
+    pub(super) connections: watch::Receiver<Connections>,
     pub(super) keep_active: bool,
     /// The workspace's own idle timeout, if it overrides the gateway's.
     pub(super) idle_timeout: Option<Duration>,
@@ -74,8 +74,6 @@ struct State {
     /// the timer could first be armed, which may be later (a client that disconnects while its
     /// workspace still boots must not add the boot time to the idle timeout).
     idle_since: Instant,
-    /// The connection count last seen, to notice it dropping to zero.
-    connections_seen: u32,
     probe: Option<BoxFuture<Result<u32, String>>>,
     next_poll: Instant,
 }
@@ -88,7 +86,6 @@ impl Owner {
             stop_after_start: None,
             idle_deadline: None,
             idle_since: Instant::now(),
-            connections_seen: 0,
             probe: None,
             next_poll: Instant::now(),
         };
@@ -392,31 +389,29 @@ impl Owner {
     fn idle_eligible(&self, state: &State) -> bool {
         self.snapshot().status == WorkspaceStatus::Running
             && state.transition.is_none()
-            && *self.connections.borrow() == 0
+            && self.connections.borrow().open == 0
             && self.handle.active_tasks.load(Ordering::Relaxed) == 0
             && !self.keep_active
     }
 
-    /// Arms or cancels the idle timer to match the current conditions.
+    /// Arms, moves or cancels the idle timer to match the current conditions.
     fn reevaluate_idle(&mut self, state: &mut State) {
-        // Read the count here rather than only when its change is delivered: another input may
-        // be handled first, and must not arm the timer from before the last disconnect.
-        let connections = *self.connections.borrow();
-        if connections == 0 && state.connections_seen > 0 {
-            state.idle_since = Instant::now();
+        // The last release, read here rather than only when its change is delivered: another
+        // input may be handled first, and a visit may have come and gone in between.
+        if let Some(closed) = self.connections.borrow().last_closed {
+            state.idle_since = state.idle_since.max(closed);
         }
-        state.connections_seen = connections;
         if !self.idle_eligible(state) {
             if state.idle_deadline.take().is_some() {
                 self.handle.idle_stop_at_ms.store(0, Ordering::Relaxed);
             }
             return;
         }
-        if state.idle_deadline.is_some() {
-            return;
-        }
         let timeout = self.idle_timeout.unwrap_or(self.settings.idle_timeout);
         let deadline = state.idle_since + timeout;
+        if state.idle_deadline == Some(deadline) {
+            return;
+        }
         state.idle_deadline = Some(deadline);
         let left = deadline.saturating_duration_since(Instant::now());
         let at = time::OffsetDateTime::now_utc() + left;

@@ -237,6 +237,29 @@ async fn a_new_connection_cancels_a_pending_idle_stop() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_visit_the_owner_never_saw_open_still_restarts_the_timer() {
+    let f = fixture(settings()).await;
+    let handle = f.running(NewWorkspace::default()).await;
+    sleep(IDLE / 2).await;
+    let armed = handle.idle_stop_at().expect("armed while idle");
+    // Open and close without yielding: the owner only ever sees the count back at zero.
+    drop(handle.lease());
+    let visited = Instant::now();
+    sleep(Duration::from_millis(1)).await;
+    assert!(
+        handle.idle_stop_at().expect("still armed") > armed,
+        "the deadline moved"
+    );
+    wait_for(&handle, WorkspaceStatus::Stopped).await;
+    assert!(
+        visited.elapsed() >= IDLE,
+        "stopped {:?} after the visit",
+        visited.elapsed()
+    );
+    assert_eq!(f.provider.stop_calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
 async fn keep_active_and_the_per_workspace_timeout_are_honoured() {
     let f = fixture(settings()).await;
     let kept = f
