@@ -4,6 +4,12 @@
 //! (`status`, `error`), and clients use it to probe the whole path (`ping` is relayed to the
 //! workspace service, which answers `pong` with the same fields). Existing Aether clients can
 //! ignore the channel.
+//!
+//! Two messages are between the gateway and the workspace service only, for reusing one service
+//! connection for successive clients: `release` (the client is gone: detach its terminals, drop
+//! its subscriptions, finish its file operations, then answer `released`, after everything that
+//! was queued for it) and `attach` (a new client: subscribe as a new connection would, with the
+//! same snapshots). The gateway refuses both from clients ([`ControlClient::is_backend_only`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +36,20 @@ pub enum ControlClient {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         data: Option<String>,
     },
+    /// Gateway → service: the client on this connection is gone; answered with `released`.
+    Release,
+    /// Gateway → service: a new client takes over this released connection.
+    Attach,
+}
+
+impl ControlClient {
+    /// The `type`s on the `workspace` channel that only the gateway may send.
+    pub const BACKEND_ONLY: [&'static str; 2] = ["release", "attach"];
+
+    /// Whether a frame with these tags is one only the gateway may send.
+    pub fn is_backend_only(channel: &str, kind: &str) -> bool {
+        channel == "workspace" && Self::BACKEND_ONLY.contains(&kind)
+    }
 }
 
 /// Why a wake or a session failed, as a stable code a client can branch on.
@@ -80,4 +100,6 @@ pub enum ControlServer {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         data: Option<String>,
     },
+    /// Service → gateway: the answer to `release`; nothing for the old client follows it.
+    Released,
 }

@@ -154,6 +154,22 @@ fn agent_ports_and_workspace_messages() {
             data: Some("x".into()),
         }),
     );
+    client_round_trip(
+        json!({"channel":"workspace","type":"release"}),
+        ClientMessage::Workspace(ControlClient::Release),
+    );
+    client_round_trip(
+        json!({"channel":"workspace","type":"attach"}),
+        ClientMessage::Workspace(ControlClient::Attach),
+    );
+    server_round_trip(
+        json!({"channel":"workspace","type":"released"}),
+        ServerMessage::Workspace(ControlServer::Released),
+    );
+    assert!(ControlClient::is_backend_only("workspace", "release"));
+    assert!(ControlClient::is_backend_only("workspace", "attach"));
+    assert!(!ControlClient::is_backend_only("workspace", "ping"));
+    assert!(!ControlClient::is_backend_only("terminal", "attach"));
     server_round_trip(
         json!({"channel":"workspace","type":"status","workspaceId":"w","status":"starting","elapsedMs":12}),
         ServerMessage::Workspace(ControlServer::Status {

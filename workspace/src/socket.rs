@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
-use protocol::control::ControlClient;
+use protocol::control::{ControlClient, ControlServer};
 use protocol::{ClientMessage, CloseCode, ServerMessage};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -59,24 +59,19 @@ where
     async move {
         tracing::debug!("connected");
         let (outbox, rx) = outbox(id, state.config.socket_queue_bytes);
-        // Snapshots first (ports, agent history), then live events, in order.
-        state.agent.subscribe(&outbox);
-        state.ports.subscribe(&outbox);
-        state.files.subscribe(&outbox);
         let mut conn = Connection {
             state: state.clone(),
             ws,
             outbox,
             rx,
+            subscribed: false,
             attached: Vec::new(),
             file_ops: Arc::new(Semaphore::new(FILE_OPS_IN_FLIGHT)),
             scratch: BytesMut::new(),
         };
+        conn.attach();
         let end = conn.run().await;
-        state.agent.unsubscribe(id);
-        state.ports.unsubscribe(id);
-        state.files.unsubscribe(id);
-        state.terminals.detach(id, &conn.attached);
+        conn.detach();
         if let End::Close(code) = end {
             tracing::debug!(%code, "closing");
             conn.close(code).await;
@@ -93,6 +88,9 @@ struct Connection<S> {
     ws: WebSocketStream<S>,
     outbox: Outbox,
     rx: OutboxRx,
+    /// Whether the socket receives the agent, ports and files events (from connect until a
+    /// `release`, and again after an `attach`).
+    subscribed: bool,
     /// Terminal sessions this socket attached to, to detach from when it goes.
     attached: Vec<String>,
     file_ops: Arc<Semaphore>,
@@ -104,6 +102,39 @@ impl<S> Connection<S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    /// Subscribes the socket to the shared channels: snapshots first (ports, agent history),
+    /// then live events, in order.
+    fn attach(&mut self) {
+        if std::mem::replace(&mut self.subscribed, true) {
+            return;
+        }
+        self.state.agent.subscribe(&self.outbox);
+        self.state.ports.subscribe(&self.outbox);
+        self.state.files.subscribe(&self.outbox);
+    }
+
+    /// Forgets the socket's client: its subscriptions and its terminal attachments.
+    fn detach(&mut self) {
+        let id = self.outbox.id();
+        if std::mem::take(&mut self.subscribed) {
+            self.state.agent.unsubscribe(id);
+            self.state.ports.unsubscribe(id);
+            self.state.files.unsubscribe(id);
+        }
+        self.state.terminals.detach(id, &self.attached);
+        self.attached.clear();
+    }
+
+    /// `release`: after this, nothing meant for the old client reaches the socket. File
+    /// operations still running finish first (their replies are queued ahead of `released`).
+    async fn release(&mut self) {
+        self.detach();
+        let all = FILE_OPS_IN_FLIGHT as u32;
+        let _idle = self.file_ops.acquire_many(all).await;
+        self.outbox
+            .reply(encode(&ServerMessage::Workspace(ControlServer::Released)));
+    }
+
     async fn run(&mut self) -> End {
         let shutdown = self.state.shutdown.clone();
         let slow = self.rx.slow().clone();
@@ -209,6 +240,14 @@ where
         let state = &self.state;
         let error = match msg {
             ClientMessage::Workspace(ControlClient::Hello { .. }) => None,
+            ClientMessage::Workspace(ControlClient::Release) => {
+                self.release().await;
+                None
+            }
+            ClientMessage::Workspace(ControlClient::Attach) => {
+                self.attach();
+                None
+            }
             ClientMessage::Workspace(ControlClient::Ping { seq, data }) => {
                 // Only reached when the fast path declined (it handles every well-formed ping).
                 self.outbox
@@ -347,7 +386,6 @@ pub(crate) fn fast_pong(text: &str, scratch: &mut BytesMut) -> Option<Frame> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use protocol::control::ControlServer;
 
     #[test]
     fn fast_pong_matches_the_protocol_encoding() {
