@@ -33,6 +33,8 @@ pub struct App {
     pub shutdown: CancellationToken,
     /// Every upgraded session, so shutdown can wait for them (hyper does not see them).
     pub sessions: TaskTracker,
+    /// Workspace-service connections that clients left, for the next client.
+    pub upstreams: session::upstream::Pool,
     draining: AtomicBool,
 }
 
@@ -48,6 +50,7 @@ impl App {
         local_token: bool,
         shutdown: CancellationToken,
     ) -> Arc<App> {
+        let upstreams = session::upstream::Pool::new(metrics.upstream_parked.clone());
         Arc::new(App {
             auth,
             provider,
@@ -58,6 +61,7 @@ impl App {
             local_token,
             shutdown,
             sessions: TaskTracker::new(),
+            upstreams,
             draining: AtomicBool::new(false),
         })
     }

@@ -38,6 +38,12 @@ struct DirectionLabel {
     direction: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HowLabel {
+    /// `opened` (a new connection) or `reused` (one a previous client left).
+    how: &'static str,
+}
+
 /// Whether a session counts toward its workspace's activity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionKind {
@@ -81,6 +87,9 @@ pub struct Metrics {
     start_failures: Family<ReasonLabel, Counter>,
     stops: Family<ReasonLabel, Counter>,
     wake_duration: Histogram,
+    upstreams: Family<HowLabel, Counter>,
+    /// Workspace-service connections parked for the next client (see `session::upstream`).
+    pub upstream_parked: Gauge,
     /// Relay counters, resolved once (see the module docs).
     pub relay: RelayCounters,
 }
@@ -152,6 +161,18 @@ impl Metrics {
             "Time from a start call to a running workspace",
             wake_duration.clone(),
         );
+        let upstreams = Family::<HowLabel, Counter>::default();
+        registry.register(
+            "upstream_connections",
+            "Connections to workspace services that sessions used: opened, or reused from a previous client",
+            upstreams.clone(),
+        );
+        let upstream_parked = Gauge::default();
+        registry.register(
+            "upstream_parked",
+            "Workspace-service connections released by their client and parked for the next one",
+            upstream_parked.clone(),
+        );
         let relay_messages = Family::<DirectionLabel, Counter>::default();
         registry.register(
             "relay_messages",
@@ -192,6 +213,8 @@ impl Metrics {
             start_failures,
             stops,
             wake_duration,
+            upstreams,
+            upstream_parked,
             relay,
         }
     }
@@ -208,6 +231,12 @@ impl Metrics {
         self.auth_failures
             .get_or_create(&ReasonLabel { reason })
             .inc();
+    }
+
+    /// A session got its workspace-service connection: a new one, or one a client left.
+    pub fn upstream_used(&self, reused: bool) {
+        let how = if reused { "reused" } else { "opened" };
+        self.upstreams.get_or_create(&HowLabel { how }).inc();
     }
 
     pub fn start_called(&self) {

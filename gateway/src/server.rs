@@ -45,6 +45,7 @@ pub async fn run(
     http.timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
         .keep_alive(true);
+    tokio::spawn(sweep_upstreams(app.clone()));
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -140,4 +141,17 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(4096)
+}
+
+/// Drops parked workspace-service connections that waited too long, until the gateway drains;
+/// then drops them all, so the services see their clients go.
+async fn sweep_upstreams(app: Arc<App>) {
+    let mut every = tokio::time::interval(crate::session::upstream::SWEEP_EVERY);
+    loop {
+        tokio::select! {
+            () = app.shutdown.cancelled() => break,
+            _ = every.tick() => app.upstreams.sweep(),
+        }
+    }
+    app.upstreams.clear();
 }

@@ -112,6 +112,12 @@ impl Api {
 
     /// The value of a metric line (summing every label set of it).
     pub async fn metric(&self, name: &str) -> Result<f64> {
+        self.metric_where(name, "").await
+    }
+
+    /// The value of a metric, summed over its label sets that contain `labels` (e.g.
+    /// `how="reused"`; empty for all).
+    pub async fn metric_where(&self, name: &str, labels: &str) -> Result<f64> {
         let text = self
             .client
             .get(format!("{}/metrics", self.base))
@@ -123,6 +129,7 @@ impl Api {
             .lines()
             .filter(|l| !l.starts_with('#'))
             .filter(|l| l.split(['{', ' ']).next() == Some(name))
+            .filter(|l| l.contains(labels))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum())
     }

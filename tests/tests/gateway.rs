@@ -411,6 +411,74 @@ async fn the_relay_keeps_order_limits_size_and_answers_bad_input() -> Result<()>
     Ok(())
 }
 
+/// Polls a metric until `check` accepts it (10 s at most).
+async fn metric_until(
+    api: &Api,
+    name: &str,
+    labels: &str,
+    check: impl Fn(f64) -> bool,
+) -> Result<f64> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let value = api.metric_where(name, labels).await?;
+        if check(value) {
+            return Ok(value);
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "{name}{{{labels}}} stayed at {value}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+const PARKED: &str = "aether_gateway_upstream_parked";
+const UPSTREAMS: &str = "aether_gateway_upstream_connections_total";
+
+#[tokio::test]
+async fn a_service_connection_a_client_left_serves_the_next_client() -> Result<()> {
+    let (gw, api) = gateway(&[]).await?;
+    let id = api.create(json!({})).await?;
+    let url = gw.ws_url(&id);
+    let mut s = Session::bearer(&url, &token("alice")).await?;
+    s.until_running().await?;
+    s.shell("t", "echo left-$((40+2))", "left-42").await?;
+    s.close().await;
+    metric_until(&api, PARKED, "", |n| n == 1.0).await?;
+
+    // The next client gets the parked connection, clean: it works like a new one, the shell
+    // the first client left is still there to resume, and the gateway's own messages are
+    // refused.
+    let mut s = Session::bearer(&url, &token("alice")).await?;
+    s.until_running().await?;
+    assert_eq!(s.ping(1).await?["seq"], 1);
+    assert_eq!(api.metric_where(UPSTREAMS, r#"how="reused""#).await?, 1.0);
+    assert_eq!(api.metric_where(UPSTREAMS, r#"how="opened""#).await?, 1.0);
+    s.send(json!({"channel":"workspace","type":"release"}))
+        .await?;
+    let error = s.until(|v| v["channel"] == "error").await?;
+    assert!(
+        error["error"].as_str().unwrap().contains("release"),
+        "{error}"
+    );
+    s.send(json!({"channel":"terminal","type":"create","sessionId":"t"}))
+        .await?;
+    s.read_terminal("t", "left-42").await?;
+    s.close().await;
+    metric_until(&api, PARKED, "", |n| n == 1.0).await?;
+
+    // A parked connection to a service that has since stopped is never handed out.
+    api.call(Method::POST, &format!("/workspaces/{id}/stop"), None)
+        .await?;
+    api.wait_status(&id, WorkspaceStatus::Stopped).await?;
+    let mut s = Session::bearer(&url, &token("alice")).await?;
+    s.until_running().await?;
+    assert_eq!(s.ping(2).await?["seq"], 2);
+    assert_eq!(api.metric_where(UPSTREAMS, r#"how="reused""#).await?, 1.0);
+    assert_eq!(api.metric_where(UPSTREAMS, r#"how="opened""#).await?, 2.0);
+    Ok(())
+}
+
 /// Finds the pid of the workspace service of `id` (its command line names the workspace).
 fn workspace_pid(id: &str) -> Option<i32> {
     std::fs::read_dir("/proc")

@@ -22,7 +22,7 @@ use super::wake::{self, Held, Waited};
 use crate::app::App;
 use crate::error::Error;
 use crate::metrics::{Phase, SessionKind};
-use crate::registry::Handle;
+use crate::registry::{Handle, Lease};
 
 /// The query parameters of a session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,11 +105,6 @@ async fn accept(
 
     let on_upgrade = hyper::upgrade::on(&mut request);
     let handle = app.registry.handle(&record);
-    let kind = if query.counts {
-        SessionKind::Counting
-    } else {
-        SessionKind::Observer
-    };
     // Take the lease before the 101: from the moment the client can believe it is connected, the
     // workspace counts it, and any pending idle stop is cancelled.
     let lease = query.counts.then(|| handle.lease());
@@ -131,9 +126,8 @@ async fn accept(
         )
         .await;
         let span = tracing::info_span!("session", workspace = %handle.id(), user = %claims.sub, counts = query.counts);
-        let _lease = lease;
         tracing::Instrument::instrument(
-            run(session_app, handle, ws, query.start, kind, connected_at, token_expiry),
+            run(session_app, handle, lease, ws, query.start, connected_at, token_expiry),
             span,
         )
         .await;
@@ -197,15 +191,21 @@ fn upgrade_key(headers: &HeaderMap) -> Result<HeaderValue, Error> {
 async fn run(
     app: Arc<App>,
     handle: Arc<Handle>,
+    lease: Option<Lease>,
     ws: super::socket::ClientStream,
     start: bool,
-    kind: SessionKind,
     connected_at: Instant,
     token_expiry: Instant,
 ) {
+    let kind = if lease.is_some() {
+        SessionKind::Counting
+    } else {
+        SessionKind::Observer
+    };
     let mut gauge = app.metrics.session_opened(kind, Phase::Waking);
     let mut client = Client::new(ws, &app.session, token_expiry);
     let mut held = Held::new(&app.session);
+    let mut recycle = None;
     // The session task lives as long as the session, and an async state machine is as large as
     // its largest state: the short-lived phases (waking, connecting, closing) are boxed so only
     // the relay's own state stays with an idle session.
@@ -230,33 +230,45 @@ async fn run(
                 .await;
                 protocol::CloseCode::Internal
             }
-            Some(endpoint) => match Box::pin(async {
-                let _turn = handle.connect_permit().await;
-                relay::connect(&endpoint, &app.session).await
-            })
-            .await
-            {
-                Err(error) => {
-                    // Most often the service died between `running` and this connect: let the
-                    // client hear why, as if it had died under the relay.
-                    tracing::warn!(%error, "cannot reach the workspace service");
-                    Box::pin(relay::unreachable(&mut client, &handle)).await
+            Some(endpoint) => {
+                match Box::pin(
+                    app.upstreams
+                        .open(&handle, &endpoint, &app.session, &app.metrics),
+                )
+                .await
+                {
+                    Err(error) => {
+                        // Most often the service died between `running` and this connect: let the
+                        // client hear why, as if it had died under the relay.
+                        tracing::warn!(%error, "cannot reach the workspace service");
+                        Box::pin(relay::unreachable(&mut client, &handle)).await
+                    }
+                    Ok(upstream) => {
+                        gauge.set_phase(Phase::Relaying);
+                        let (code, upstream) = relay::run(
+                            &mut client,
+                            upstream,
+                            &mut held,
+                            &handle,
+                            &app.metrics.relay,
+                            &app.shutdown,
+                        )
+                        .await;
+                        if let Some(upstream) = upstream {
+                            recycle = Some((endpoint, upstream));
+                        }
+                        code
+                    }
                 }
-                Ok(upstream) => {
-                    gauge.set_phase(Phase::Relaying);
-                    relay::run(
-                        &mut client,
-                        upstream,
-                        &mut held,
-                        &handle,
-                        &app.metrics.relay,
-                        &app.shutdown,
-                    )
-                    .await
-                }
-            },
+            }
         },
     };
     tracing::debug!(code = code.code(), "session closed");
+    // The session is over: it stops counting now, not after the close handshake below, which
+    // may wait on a client that does not answer.
+    drop(lease);
     Box::pin(client.close(code, &app.metrics)).await;
+    if let Some((endpoint, upstream)) = recycle {
+        Box::pin(app.upstreams.recycle(&handle, &endpoint, upstream)).await;
+    }
 }

@@ -11,12 +11,14 @@
 //!    with keepalive, size limits and write timeouts; tell the client if the workspace goes away.
 //!
 //! [`socket`] holds what every phase needs: the client socket, its keepalive state, and closing
-//! with a code.
+//! with a code; [`upstream`] opens the connections to workspace services and hands one a client
+//! left to the next client.
 
 pub mod handshake;
 mod readahead;
 mod relay;
 mod socket;
+pub mod upstream;
 mod wake;
 
 use std::time::Duration;

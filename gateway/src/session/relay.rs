@@ -16,130 +16,26 @@ use std::time::Duration;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use protocol::control::{ControlServer, ErrorCode};
 use protocol::{CloseCode, ServerMessage, WorkspaceStatus};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::broadcast;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::handshake::client::generate_key;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 
-use super::Settings;
-use super::readahead::ReadAhead;
 use super::socket::{Client, Event};
+use super::upstream::Upstream;
 use super::wake::{Held, send_error};
 use crate::metrics::RelayCounters;
-use crate::provider::Endpoint;
 use crate::registry::{Handle, Snapshot};
-
-type Upstream = WebSocketStream<ReadAhead<TcpStream>>;
 
 /// How long to wait for the provider to explain a lost workspace service.
 const EXPLAIN_WAIT: Duration = Duration::from_secs(3);
-/// Attempts to reach a workspace service that was just reported running.
-const CONNECT_ATTEMPTS: u32 = 4;
-
-/// Connects to the workspace service, retrying briefly: a service reported running may still be
-/// settling, and a recovered one may be reachable only after a moment.
-pub(super) async fn connect(endpoint: &Endpoint, settings: &Settings) -> Result<Upstream, String> {
-    let url = endpoint.ws_url();
-    let mut delay = Duration::from_millis(50);
-    let mut last_error = String::new();
-    for _ in 0..CONNECT_ATTEMPTS {
-        match tokio::time::timeout(Duration::from_secs(10), connect_once(&url, settings)).await {
-            Ok(Ok(ws)) => return Ok(ws),
-            Ok(Err(err)) => last_error = err,
-            Err(_) => last_error = "connect timed out".into(),
-        }
-        tokio::time::sleep(delay).await;
-        delay *= 4;
-    }
-    Err(last_error)
-}
-
-/// One connect and WebSocket handshake to a `ws://` URL, reading ahead underneath.
-async fn connect_once(url: &str, settings: &Settings) -> Result<Upstream, String> {
-    let parsed = url::Url::parse(url).map_err(|e| e.to_string())?;
-    if parsed.scheme() != "ws" {
-        // Workspace services are reached on the provider's private network; TLS to them is not
-        // supported yet.
-        return Err(format!("unsupported workspace endpoint scheme in {url}"));
-    }
-    let host = parsed.host_str().ok_or("endpoint has no host")?;
-    let port = parsed
-        .port_or_known_default()
-        .ok_or("endpoint has no port")?;
-    // `host_str` keeps an IPv6 address in brackets, which is what `host:port` parsing wants.
-    let authority = format!("{host}:{port}");
-    let mut tcp = TcpStream::connect(&authority)
-        .await
-        .map_err(|e| e.to_string())?;
-    let _ = tcp.set_nodelay(true);
-    let leftover = upgrade(&mut tcp, &authority, parsed.path()).await?;
-    Ok(WebSocketStream::from_raw_socket(
-        ReadAhead::with_pending(tcp, leftover),
-        Role::Client,
-        Some(settings.backend_ws_config()),
-    )
-    .await)
-}
-
-/// The largest handshake response accepted from a workspace service.
-const MAX_RESPONSE_HEAD: usize = 16 * 1024;
-
-/// The client side of the WebSocket upgrade, by hand: tungstenite's own client handshake keeps
-/// its 4 KiB handshake buffer as the socket's read buffer for the whole session, which would be
-/// a third of an idle session's memory. Returns the bytes that followed the response headers
-/// (the service may send its first frames right after the 101).
-async fn upgrade(tcp: &mut TcpStream, authority: &str, path: &str) -> Result<Vec<u8>, String> {
-    let key = generate_key();
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
-    tcp.write_all(request.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut head = Vec::with_capacity(512);
-    let end = loop {
-        let mut chunk = [0u8; 512];
-        let n = tcp.read(&mut chunk).await.map_err(|e| e.to_string())?;
-        if n == 0 {
-            return Err("workspace service closed the connection during the handshake".into());
-        }
-        head.extend_from_slice(&chunk[..n]);
-        if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-            break end;
-        }
-        if head.len() > MAX_RESPONSE_HEAD {
-            return Err("handshake response headers too large".into());
-        }
-    };
-    let text = String::from_utf8_lossy(&head[..end]);
-    let mut lines = text.split("\r\n");
-    let status = lines.next().unwrap_or_default();
-    if status.split_whitespace().nth(1) != Some("101") {
-        return Err(format!("workspace service refused the upgrade: {status}"));
-    }
-    let expected = derive_accept_key(key.as_bytes());
-    let accepted = lines
-        .filter_map(|l| l.split_once(':'))
-        .any(|(name, value)| {
-            name.trim().eq_ignore_ascii_case("sec-websocket-accept") && value.trim() == expected
-        });
-    if !accepted {
-        return Err("workspace service answered with a wrong Sec-WebSocket-Accept".into());
-    }
-    Ok(head[end + 4..].to_vec())
-}
 
 /// Most frames moved in one direction before a flush: enough to turn a burst of small messages
 /// into a few large writes, small enough that the other direction is never starved.
 const BATCH_FRAMES: usize = 64;
 
-/// Relays until one side ends; returns the code to close the client with.
+/// Relays until one side ends; returns the code to close the client with, and the workspace
+/// service's connection when it is still in good order (the client ended the session), so it can
+/// serve the next client.
 ///
 /// Each direction drains what is already readable (up to [`BATCH_FRAMES`]) into the other
 /// socket's write buffer and flushes once, so a burst of small messages costs a few syscalls
@@ -151,18 +47,18 @@ pub(super) async fn run(
     handle: &Arc<Handle>,
     counters: &RelayCounters,
     shutdown: &CancellationToken,
-) -> CloseCode {
+) -> (CloseCode, Option<Upstream>) {
     // Subscribe before forwarding anything, so a stop that happens from now on is seen.
     let (_, events) = handle.subscribe();
     for message in held.drain() {
         counters.up_messages.inc();
         counters.up_bytes.inc_by(message.len() as u64);
         if upstream.feed(Message::Text(message)).await.is_err() {
-            return Box::pin(lost(client, handle)).await;
+            return (Box::pin(lost(client, handle)).await, None);
         }
     }
     if upstream.flush().await.is_err() {
-        return Box::pin(lost(client, handle)).await;
+        return (Box::pin(lost(client, handle)).await, None);
     }
     // Both are built once and polled across iterations, so they stay registered instead of
     // re-registering with the token and the broadcast on every relayed frame.
@@ -182,11 +78,12 @@ pub(super) async fn run(
         };
         match step {
             Step::Continue => {}
+            Step::ClientGone(code) => return (code, Some(upstream)),
             Step::End(code) => {
                 let _ = Box::pin(upstream.close(None)).await;
-                return code;
+                return (code, None);
             }
-            Step::UpstreamLost => return Box::pin(lost(client, handle)).await,
+            Step::UpstreamLost => return (Box::pin(lost(client, handle)).await, None),
         }
     }
 }
@@ -214,6 +111,9 @@ async fn watch_for_stop(mut events: broadcast::Receiver<Snapshot>, handle: &Hand
 /// What the relay loop does after a step.
 enum Step {
     Continue,
+    /// The client's side ended (it closed, broke a rule, or could not be written to): close it
+    /// with this code; the workspace socket is in good order.
+    ClientGone(CloseCode),
     /// Close the client with this code (and the workspace socket politely).
     End(CloseCode),
     /// The workspace socket failed: find out why before closing the client.
@@ -242,16 +142,14 @@ async fn up(
             // Rare: boxed, so its state does not make every idle session larger.
             Event::Invalid(reply) => {
                 if let Err(code) = Box::pin(client.send(&reply)).await {
-                    return Step::End(code);
+                    return Step::ClientGone(code);
                 }
             }
             Event::Closed => {
-                let _ = upstream.flush().await;
-                return Step::End(CloseCode::Normal);
+                return ended_by_client(upstream, CloseCode::Normal).await;
             }
             Event::Fatal(code) => {
-                let _ = upstream.flush().await;
-                return Step::End(code);
+                return ended_by_client(upstream, code).await;
             }
             Event::Nothing => {}
         }
@@ -280,7 +178,7 @@ async fn down(
                 counters.down_messages.inc();
                 counters.down_bytes.inc_by(text.len() as u64);
                 if let Err(code) = client.feed(Message::Text(text)).await {
-                    return Step::End(code);
+                    return Step::ClientGone(code);
                 }
                 fed += 1;
             }
@@ -313,7 +211,15 @@ async fn down(
     }
     match client.flush().await {
         Ok(()) => Step::Continue,
-        Err(code) => Step::End(code),
+        Err(code) => Step::ClientGone(code),
+    }
+}
+
+/// The client ended the session: what it sent before goes out to the service first.
+async fn ended_by_client(upstream: &mut Upstream, code: CloseCode) -> Step {
+    match upstream.flush().await {
+        Ok(()) => Step::ClientGone(code),
+        Err(_) => Step::End(code),
     }
 }
 

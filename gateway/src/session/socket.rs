@@ -10,6 +10,7 @@ use std::time::Duration;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+use protocol::control::ControlClient;
 use protocol::{CloseCode, ServerMessage};
 use std::pin::Pin;
 
@@ -111,6 +112,14 @@ impl Client {
         self.last_heard = Instant::now();
         match frame {
             Some(Ok(Message::Text(text))) => match protocol::Peek::parse(&text) {
+                // The messages that hand a service connection from one client to the next are
+                // the gateway's own: a client sending one would detach itself behind our back.
+                Ok(peek) if ControlClient::is_backend_only(&peek.channel, &peek.kind) => {
+                    Event::Invalid(ServerMessage::error(
+                        format!("unknown type {:?} on channel \"workspace\"", peek.kind),
+                        None,
+                    ))
+                }
                 Ok(_) => Event::Message(text),
                 Err(err) => Event::Invalid(err.to_frame()),
             },
