@@ -5,7 +5,8 @@
 //! slow-consumer signal (close 4008), the outgoing queue (written in batches, then flushed) and
 //! the next client frame. Client frames are read only while the queue is under its bound, which is
 //! the backpressure for replies. The `ping` → `pong` path is parsed without building a
-//! [`ClientMessage`] and its reply is written straight to the socket, past the queue.
+//! [`ClientMessage`] and its reply is written straight to the socket, past the queue; the frames
+//! already readable are handled as one burst, whose pongs go out with one flush.
 //!
 //! Bad input never ends the socket silently: a frame that does not parse gets an error frame (with
 //! its `requestId` when it had one); a binary frame closes with 1003; a message over
@@ -17,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use protocol::control::{ControlClient, ControlServer};
 use protocol::{ClientMessage, CloseCode, ServerMessage};
 use serde::{Deserialize, Serialize};
@@ -33,6 +34,8 @@ use crate::state::State;
 
 /// Frames written per batch before a flush.
 const WRITE_BATCH: usize = 64;
+/// Frames read per burst before the pongs they produced are flushed.
+const READ_BATCH: usize = 64;
 /// File operations one socket may have in flight.
 const FILE_OPS_IN_FLIGHT: usize = 8;
 /// How long a close handshake may take (the client must read what was queued before it).
@@ -68,6 +71,7 @@ where
             attached: Vec::new(),
             file_ops: Arc::new(Semaphore::new(FILE_OPS_IN_FLIGHT)),
             scratch: BytesMut::new(),
+            pongs_unflushed: false,
         };
         conn.attach();
         let end = conn.run().await;
@@ -96,6 +100,8 @@ struct Connection<S> {
     file_ops: Arc<Semaphore>,
     /// Where pongs are encoded.
     scratch: BytesMut,
+    /// Pongs fed to the socket since its last flush.
+    pongs_unflushed: bool,
 }
 
 impl<S> Connection<S>
@@ -151,7 +157,7 @@ where
                     }
                 }
                 msg = self.ws.next(), if can_read => {
-                    if let Err(end) = self.on_message(msg).await {
+                    if let Err(end) = self.on_burst(msg).await {
                         return end;
                     }
                 }
@@ -191,14 +197,37 @@ where
         }
     }
 
-    /// Writes one frame straight to the socket (the pong path).
-    async fn write_now(&mut self, frame: Frame) -> Result<(), End> {
+    /// Handles `first` and the frames already readable after it (up to a batch), then writes
+    /// the pongs they produced with one flush: a burst of pings costs one write, not one each.
+    async fn on_burst(&mut self, first: Option<Result<Message, WsError>>) -> Result<(), End> {
+        self.on_message(first).await?;
+        let mut n = 1;
+        while n < READ_BATCH && self.outbox.has_room() && self.file_ops.available_permits() > 0 {
+            // `next()` is cancel-safe: dropping it unfinished loses nothing.
+            let Some(msg) = self.ws.next().now_or_never() else {
+                break;
+            };
+            self.on_message(msg).await?;
+            n += 1;
+        }
+        if !std::mem::take(&mut self.pongs_unflushed) {
+            return Ok(());
+        }
         let shutdown = self.state.shutdown.clone();
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => Err(End::Close(CloseCode::GoingAway)),
-            res = self.ws.send(Message::Text(frame)) => res.map_err(|_| End::Gone),
+            res = self.ws.flush() => res.map_err(|_| End::Gone),
         }
+    }
+
+    /// Queues a pong straight on the socket, past the outbox; [`Self::on_burst`] flushes it.
+    async fn feed_pong(&mut self, frame: Frame) -> Result<(), End> {
+        self.pongs_unflushed = true;
+        self.ws
+            .feed(Message::Text(frame))
+            .await
+            .map_err(|_| End::Gone)
     }
 
     async fn on_message(&mut self, msg: Option<Result<Message, WsError>>) -> Result<(), End> {
@@ -223,7 +252,7 @@ where
 
     async fn on_text(&mut self, text: Utf8Bytes) -> Result<(), End> {
         if let Some(pong) = fast_pong(text.as_str(), &mut self.scratch) {
-            return self.write_now(pong).await;
+            return self.feed_pong(pong).await;
         }
         let msg = match ClientMessage::parse(text.as_str()) {
             Ok(msg) => msg,
