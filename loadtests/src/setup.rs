@@ -42,6 +42,8 @@ pub struct Target {
     pub backend: Backend,
     /// Gateways send a `workspace` status first.
     pub expect_status: bool,
+    /// A gateway's base URL, to read its `/metrics`.
+    pub gateway_base: Option<String>,
 }
 
 enum Tokens {
@@ -174,6 +176,7 @@ impl GatewayHandle {
             pids,
             pids_with_children: false,
             expect_status: true,
+            gateway_base: Some(self.api.base().to_owned()),
         }
     }
 }
@@ -276,6 +279,7 @@ impl Setup {
                 pids_with_children: false,
                 backend: Backend::Pids(backend.clone()),
                 expect_status: false,
+                gateway_base: None,
             });
         }
         if want_nginx {
@@ -298,6 +302,7 @@ impl Setup {
                 pids_with_children: true,
                 backend: Backend::Pids(backend),
                 expect_status: false,
+                gateway_base: None,
             });
             self.nginx = Some(nginx);
         }

@@ -19,6 +19,7 @@ pub async fn run(ctx: &Ctx<'_>, args: &ConnectArgs, targets: &[Target]) -> Resul
             "latency.pong.p50",
             "latency.pong.p99",
             "latency.upgrade.p99",
+            "backend_cpu_us_per_connect",
         ],
         ..Outcome::default()
     };
@@ -35,11 +36,14 @@ pub async fn run(ctx: &Ctx<'_>, args: &ConnectArgs, targets: &[Target]) -> Resul
             duration_ms: args.duration.as_millis() as u64,
         };
         let before = Sample::of(&target.proxy_pids());
+        let backend_before = Sample::of(&target.backend_pids());
+        let reused_before = reused_upstreams(target).await?;
         let pool = ctx.pool(target, args.clients, job, &phase).await?;
         let merged = pool
             .finish(args.duration + Duration::from_secs(120))
             .await?;
         let after = Sample::of(&target.proxy_pids());
+        let backend_after = Sample::of(&target.backend_pids());
         let mut r = run_of(target, &phase, &merged, &mut out.failures);
         let connects = merged.counter("connects");
         let elapsed = merged.maxima.get("elapsed_ms").copied().unwrap_or(1).max(1) as f64 / 1e3;
@@ -52,7 +56,34 @@ pub async fn run(ctx: &Ctx<'_>, args: &ConnectArgs, targets: &[Target]) -> Resul
             "cpu_us_per_connect",
             after.cpu_us.saturating_sub(before.cpu_us) as f64 / connects.max(1) as f64,
         );
+        r.set(
+            "backend_cpu_us_per_connect",
+            backend_after.cpu_us.saturating_sub(backend_before.cpu_us) as f64
+                / connects.max(1) as f64,
+        );
+        if let (Some(before), Some(after)) = (reused_before, reused_upstreams(target).await?) {
+            // Sessions that got a workspace-service connection a previous client left.
+            r.set(
+                "reused_upstream_share",
+                (after - before) / connects.max(1) as f64,
+            );
+        }
         out.runs.push(r);
     }
     Ok(out)
+}
+
+/// The gateway's count of reused workspace-service connections (`None` for the baselines).
+async fn reused_upstreams(target: &Target) -> Result<Option<f64>> {
+    let Some(base) = &target.gateway_base else {
+        return Ok(None);
+    };
+    let api = crate::api::Api::new(base)?;
+    let reused = api
+        .metric_sum(
+            "aether_gateway_upstream_connections_total",
+            Some(r#"how="reused""#),
+        )
+        .await?;
+    Ok(Some(reused))
 }
