@@ -205,11 +205,12 @@ async fn run(
     let mut gauge = app.metrics.session_opened(kind, Phase::Waking);
     let mut client = Client::new(ws, &app.session, token_expiry);
     let mut held = Held::new(&app.session);
-    let mut recycle = None;
     // The session task lives as long as the session, and an async state machine is as large as
     // its largest state: the short-lived phases (waking, connecting, closing) are boxed so only
     // the relay's own state stays with an idle session.
-    let code = match Box::pin(wake::until_running(
+    // The connection to hand to the next client is bound only once the relay has ended, so it
+    // takes no room in the relay's state.
+    let (code, recycle) = match Box::pin(wake::until_running(
         &mut client,
         &handle,
         start,
@@ -219,7 +220,7 @@ async fn run(
     ))
     .await
     {
-        Waited::Close(code) => code,
+        Waited::Close(code) => (code, None),
         Waited::Running => match app.provider.endpoint(handle.id()) {
             None => {
                 Box::pin(wake::send_error(
@@ -228,7 +229,7 @@ async fn run(
                     "workspace is running but has no endpoint".into(),
                 ))
                 .await;
-                protocol::CloseCode::Internal
+                (protocol::CloseCode::Internal, None)
             }
             Some(endpoint) => {
                 match Box::pin(
@@ -241,7 +242,7 @@ async fn run(
                         // Most often the service died between `running` and this connect: let the
                         // client hear why, as if it had died under the relay.
                         tracing::warn!(%error, "cannot reach the workspace service");
-                        Box::pin(relay::unreachable(&mut client, &handle)).await
+                        (Box::pin(relay::unreachable(&mut client, &handle)).await, None)
                     }
                     Ok(upstream) => {
                         gauge.set_phase(Phase::Relaying);
@@ -254,10 +255,7 @@ async fn run(
                             &app.shutdown,
                         )
                         .await;
-                        if let Some(upstream) = upstream {
-                            recycle = Some((endpoint, upstream));
-                        }
-                        code
+                        (code, upstream.map(|upstream| (endpoint, upstream)))
                     }
                 }
             }
