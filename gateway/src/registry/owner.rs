@@ -190,6 +190,10 @@ impl Owner {
         let status = self.snapshot().status;
         match command {
             Command::Wake => match (status, state.transition.as_ref().map(|(k, _)| *k)) {
+                // A stop is waiting for this start to finish: start again after it.
+                (_, Some(Kind::Start)) if state.stop_after_start.is_some() => {
+                    state.wake_after_stop = true;
+                }
                 (_, Some(Kind::Start)) | (WorkspaceStatus::Running, None) => {}
                 // Still being created or stopped: start as soon as it is `stopped`.
                 (_, Some(Kind::Stop))
@@ -209,7 +213,7 @@ impl Owner {
                 } else if state.transition.is_none() && status.is_startable() {
                     self.begin_start(state);
                     Ok(())
-                } else if state.transition.as_ref().map(|(k, _)| *k) == Some(Kind::Stop) {
+                } else if stop_pending(state) {
                     state.wake_after_stop = true;
                     Ok(())
                 } else {
@@ -219,8 +223,12 @@ impl Owner {
             }
             Command::Stop(reason, reply) => {
                 let result = match state.transition.as_ref().map(|(k, _)| *k) {
+                    // The provider cannot stop what it is still starting: stop once it has
+                    // started. Say `stopping` now, so nobody takes it for running meanwhile.
                     Some(Kind::Start) => {
                         state.stop_after_start = Some(reason);
+                        state.wake_after_stop = false;
+                        self.publish(Snapshot::of(WorkspaceStatus::Stopping));
                         Ok(())
                     }
                     Some(Kind::Stop) => {
@@ -275,6 +283,8 @@ impl Owner {
                     .unwrap_or_else(|| "workspace failed".to_owned());
                 self.publish(Snapshot::failed(code, message));
             }
+            // Our start reached `running`, but a stop is waiting for it: still `stopping`.
+            WorkspaceStatus::Running if state.stop_after_start.is_some() => {}
             status => self.publish(Snapshot {
                 message: change.message,
                 ..Snapshot::of(status)
@@ -331,16 +341,19 @@ impl Owner {
             Outcome::Started(Ok(_), took) => {
                 self.metrics.wake_took(took.as_secs_f64());
                 tracing::info!(workspace = %id, took_ms = took.as_millis() as u64, "workspace running");
-                self.publish(Snapshot::of(WorkspaceStatus::Running));
-                state.next_poll = Instant::now();
                 if let Some(reason) = state.stop_after_start.take() {
                     self.begin_stop(state, reason);
+                } else {
+                    self.publish(Snapshot::of(WorkspaceStatus::Running));
+                    state.next_poll = Instant::now();
                 }
             }
             Outcome::Started(Err(error), _) => {
                 tracing::warn!(workspace = %id, %error, "workspace failed to start");
                 self.metrics.start_failed("start_failed");
-                state.stop_after_start = None;
+                if state.stop_after_start.take().is_some() {
+                    state.wake_after_stop = false;
+                }
                 let message = match error {
                     ProviderError::StartFailed(msg) => msg,
                     other => other.to_string(),
@@ -359,7 +372,9 @@ impl Owner {
                     ),
                 ));
                 // Clean up whatever the provider left half-started.
-                state.stop_after_start = None;
+                if state.stop_after_start.take().is_some() {
+                    state.wake_after_stop = false;
+                }
                 self.begin_stop(state, StopReason::StartTimeout);
             }
             Outcome::Stopped(Ok(())) => {
@@ -424,5 +439,15 @@ impl Owner {
         if previous != snapshot {
             let _ = self.handle.events.send(snapshot);
         }
+    }
+}
+
+/// Whether the workspace is on its way to `stopped`: a stop in flight, or one waiting for the
+/// start in flight to finish.
+fn stop_pending(state: &State) -> bool {
+    match state.transition.as_ref().map(|(k, _)| *k) {
+        Some(Kind::Stop) => true,
+        Some(Kind::Start) => state.stop_after_start.is_some(),
+        None => false,
     }
 }

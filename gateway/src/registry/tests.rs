@@ -193,6 +193,40 @@ async fn a_connect_during_stopping_waits_for_stopped_then_starts() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_stop_during_a_start_is_announced_at_once_and_a_connect_then_wakes_it_again() {
+    let f = fixture(settings()).await;
+    f.provider.set_start_delay(Duration::from_secs(20));
+    let handle = f.workspace(NewWorkspace::default()).await;
+    handle.wake();
+    sleep(Duration::from_secs(1)).await;
+    let (_, mut events) = handle.subscribe();
+    handle.stop(StopReason::User).await.unwrap();
+    assert_eq!(
+        handle.snapshot().status,
+        WorkspaceStatus::Stopping,
+        "the stop is visible before the start it waits for finishes"
+    );
+    // A client arrives while the stop waits: it must not find the workspace running before
+    // the stop, and must find it running after.
+    let _lease = handle.lease();
+    handle.wake();
+    let mut seen = Vec::new();
+    while seen.last() != Some(&WorkspaceStatus::Running) {
+        seen.push(events.recv().await.unwrap().status);
+    }
+    assert_eq!(
+        seen,
+        [
+            WorkspaceStatus::Stopping,
+            WorkspaceStatus::Stopped,
+            WorkspaceStatus::Starting,
+            WorkspaceStatus::Running
+        ]
+    );
+    assert_eq!((f.provider.start_calls(), f.provider.stop_calls()), (2, 1));
+}
+
+#[tokio::test(start_paused = true)]
 async fn idle_stop_fires_once_after_the_timeout_and_never_while_connected() {
     let f = fixture(settings()).await;
     let handle = f.running(NewWorkspace::default()).await;

@@ -242,7 +242,10 @@ async fn run(
                         // Most often the service died between `running` and this connect: let the
                         // client hear why, as if it had died under the relay.
                         tracing::warn!(%error, "cannot reach the workspace service");
-                        (Box::pin(relay::unreachable(&mut client, &handle)).await, None)
+                        (
+                            Box::pin(relay::unreachable(&mut client, &handle)).await,
+                            None,
+                        )
                     }
                     Ok(upstream) => {
                         gauge.set_phase(Phase::Relaying);

@@ -83,7 +83,19 @@ pub(super) async fn run(
                 let _ = Box::pin(upstream.close(None)).await;
                 return (code, None);
             }
-            Step::UpstreamLost => return (Box::pin(lost(client, handle)).await, None),
+            Step::UpstreamLost => {
+                // A stop is announced before the service is told to go: if one was, the socket
+                // closing is that stop, whatever state a quick wake has reached since.
+                let code = match (&mut stopped).now_or_never() {
+                    Some(snapshot) => Box::pin(gone(client, handle, &snapshot)).await,
+                    None => None,
+                };
+                let code = match code {
+                    Some(code) => code,
+                    None => Box::pin(lost(client, handle)).await,
+                };
+                return (code, None);
+            }
         }
     }
 }
