@@ -123,12 +123,17 @@ impl Pool {
         if released != Ok(true) || handle.snapshot().status != WorkspaceStatus::Running {
             return;
         }
+        self.park(handle.id(), endpoint.ws_url(), ws);
+    }
+
+    /// Parks a released connection, unless the workspace already has its fill.
+    fn park(&self, id: Uuid, url: String, ws: Upstream) {
         let now = Instant::now();
-        let mut parked = self.parked.entry(handle.id()).or_default();
+        let mut parked = self.parked.entry(id).or_default();
         self.drop_stale(&mut parked, now);
         if parked.len() < MAX_PARKED {
             parked.push(Parked {
-                url: endpoint.ws_url(),
+                url,
                 since: now,
                 ws,
             });
@@ -282,4 +287,95 @@ async fn upgrade(tcp: &mut TcpStream, authority: &str, path: &str) -> Result<Vec
         return Err("workspace service answered with a wrong Sec-WebSocket-Accept".into());
     }
     Ok(head[end + 4..].to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A connected pair: the gateway's end, and the service's end (kept so the socket stays
+    /// open).
+    async fn pair() -> (Upstream, WebSocketStream<TcpStream>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let ours =
+            WebSocketStream::from_raw_socket(ReadAhead::new(client), Role::Client, None).await;
+        let theirs = WebSocketStream::from_raw_socket(server, Role::Server, None).await;
+        (ours, theirs)
+    }
+
+    const URL: &str = "ws://127.0.0.1:1/ws";
+
+    #[tokio::test(start_paused = true)]
+    async fn a_workspace_parks_at_most_its_fill_and_each_is_handed_out_once() {
+        let gauge = Gauge::default();
+        let pool = Pool::new(gauge.clone());
+        let id = Uuid::new_v4();
+        let mut services = Vec::new();
+        for _ in 0..MAX_PARKED + 2 {
+            let (ours, theirs) = pair().await;
+            services.push(theirs);
+            pool.park(id, URL.into(), ours);
+        }
+        assert_eq!(gauge.get(), MAX_PARKED as i64);
+        for _ in 0..MAX_PARKED {
+            assert!(pool.take(id, URL).is_some());
+        }
+        assert!(pool.take(id, URL).is_none());
+        assert!(
+            pool.take(Uuid::new_v4(), URL).is_none(),
+            "other workspaces have none"
+        );
+        assert_eq!(gauge.get(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_parked_connection_serves_only_its_endpoint_and_only_for_a_while() {
+        let gauge = Gauge::default();
+        let pool = Pool::new(gauge.clone());
+        let id = Uuid::new_v4();
+        let (ours, _theirs) = pair().await;
+        pool.park(id, URL.into(), ours);
+        // The workspace moved (restarted elsewhere): the old connection is dropped, not used.
+        assert!(pool.take(id, "ws://127.0.0.1:2/ws").is_none());
+        assert_eq!(gauge.get(), 0);
+
+        let (a, _a) = pair().await;
+        let (b, _b) = pair().await;
+        pool.park(id, URL.into(), a);
+        tokio::time::advance(MAX_PARKED_FOR / 2).await;
+        pool.park(id, URL.into(), b);
+        tokio::time::advance(MAX_PARKED_FOR / 2 + Duration::from_secs(1)).await;
+        pool.sweep();
+        assert_eq!(gauge.get(), 1, "the older one expired");
+        tokio::time::advance(MAX_PARKED_FOR).await;
+        assert!(pool.take(id, URL).is_none(), "the newer one expired too");
+        assert_eq!(gauge.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_service_closed_is_not_handed_out() {
+        let pool = Pool::new(Gauge::default());
+        let id = Uuid::new_v4();
+        let (ours, mut theirs) = pair().await;
+        pool.park(id, URL.into(), ours);
+        theirs.close(None).await.unwrap();
+        // When the close is noticed depends on the reactor polling the socket, which a yield
+        // lets it do; once noticed, the connection must be dropped instead of handed out.
+        let mut discarded = false;
+        for _ in 0..100 {
+            let Some(ws) = pool.take(id, URL) else {
+                discarded = true;
+                break;
+            };
+            pool.park(id, URL.into(), ws);
+            tokio::task::yield_now().await;
+        }
+        assert!(discarded, "the closed connection kept being handed out");
+    }
 }
