@@ -24,6 +24,7 @@ use tower::ServiceExt;
 
 use crate::app::App;
 use crate::rest::PeerAddr;
+use crate::session::SessionSlot;
 
 /// How long a client may take to send its request headers (and finish a TLS handshake).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -100,6 +101,8 @@ pub async fn run(
     app.registry.closed().await;
 }
 
+/// Serves one connection's HTTP requests; if one of them upgraded to a WebSocket session, runs
+/// that session next, in this same task (see [`SessionSlot`]).
 async fn serve_connection<IO>(
     io: IO,
     peer: SocketAddr,
@@ -109,8 +112,28 @@ async fn serve_connection<IO>(
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let slot = SessionSlot::default();
+    // Boxed: once HTTP is done its state is freed, and a long session keeps only this task's
+    // few pointers, not room for a whole HTTP connection.
+    Box::pin(serve_http(io, peer, router, http, stop, slot.clone())).await;
+    if let Some(session) = slot.take() {
+        session.await;
+    }
+}
+
+async fn serve_http<IO>(
+    io: IO,
+    peer: SocketAddr,
+    router: Router,
+    http: http1::Builder,
+    stop: CancellationToken,
+    slot: SessionSlot,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
         request.extensions_mut().insert(PeerAddr(peer));
+        request.extensions_mut().insert(slot.clone());
         router.clone().oneshot(request)
     });
     let connection = http

@@ -15,6 +15,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
+use super::SessionSlot;
 use super::readahead::ReadAhead;
 use super::relay;
 use super::socket::Client;
@@ -111,7 +112,7 @@ async fn accept(
     let connected_at = Instant::now();
     let token_expiry = expiry_instant(claims.exp, app.auth.settings().leeway);
     let session_app = app.clone();
-    app.sessions.spawn(async move {
+    let session = async move {
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
             Err(error) => {
@@ -127,11 +128,27 @@ async fn accept(
         .await;
         let span = tracing::info_span!("session", workspace = %handle.id(), user = %claims.sub, counts = query.counts);
         tracing::Instrument::instrument(
-            run(session_app, handle, lease, ws, query.start, connected_at, token_expiry),
+            run(
+                session_app,
+                handle,
+                lease,
+                ws,
+                query.start,
+                connected_at,
+                token_expiry,
+            ),
             span,
         )
         .await;
-    });
+    };
+    // Tracked either way, so draining waits for the session.
+    let session = app.sessions.track_future(session);
+    match request.extensions().get::<SessionSlot>() {
+        Some(slot) => slot.put(Box::pin(session)),
+        None => {
+            app.sessions.spawn(session);
+        }
+    }
 
     let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
     let out = response.headers_mut();
