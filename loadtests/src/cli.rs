@@ -107,6 +107,12 @@ pub struct Common {
     #[arg(long, value_parser = duration, default_value = "1h")]
     #[serde(with = "humantime_serde_compat")]
     pub backend_ports_interval: Duration,
+    /// Before each phase, wait (at most 65 s) until fewer than this many TCP sockets are in
+    /// TIME_WAIT on the machine; 0 never waits. A connect run leaves one or two per connect,
+    /// and until they expire every loopback connect is slower, so without the wait a target
+    /// measured after another would pay for the one before it.
+    #[arg(long, default_value_t = 2_000)]
+    pub settle_time_wait: u64,
     /// Idle timeout of the spawned gateway (churn defaults to 2s).
     #[arg(long, value_parser = duration)]
     #[serde(with = "humantime_serde_opt")]

@@ -55,6 +55,23 @@ pub fn cpu_us(pid: u32) -> Option<u64> {
     Some((utime + stime) * 1_000_000 / clock_ticks())
 }
 
+/// TCP sockets in `TIME_WAIT` on this machine (the `tw` figure of `/proc/net/sockstat`).
+pub fn time_wait_sockets() -> Option<u64> {
+    parse_time_wait(&std::fs::read_to_string("/proc/net/sockstat").ok()?)
+}
+
+fn parse_time_wait(sockstat: &str) -> Option<u64> {
+    let tcp = sockstat.lines().find_map(|l| l.strip_prefix("TCP:"))?;
+    let mut fields = tcp.split_whitespace();
+    while let Some(name) = fields.next() {
+        let value = fields.next()?;
+        if name == "tw" {
+            return value.parse().ok();
+        }
+    }
+    None
+}
+
 /// Children of a process (one level), e.g. nginx's workers under its master.
 pub fn children(pid: u32) -> Vec<u32> {
     let mut out = Vec::new();
@@ -98,5 +115,14 @@ mod tests {
         assert!(rss_kib(pid).unwrap() > 0);
         assert!(fds(pid).unwrap() > 0);
         assert!(cpu_us(pid).is_some());
+    }
+
+    #[test]
+    fn reads_time_wait_of_sockstat() {
+        let text =
+            "sockets: used 12\nTCP: inuse 1 orphan 0 tw 726 alloc 1 mem 95\nUDP: inuse 0 mem 0\n";
+        assert_eq!(parse_time_wait(text), Some(726));
+        assert_eq!(parse_time_wait("UDP: inuse 0 mem 0\n"), None);
+        assert!(time_wait_sockets().is_some());
     }
 }

@@ -31,6 +31,8 @@ fn unix_ns() -> u64 {
 
 pub async fn run(ctx: &Ctx<'_>, args: &ChurnArgs, gw: &GatewayHandle) -> Result<Outcome> {
     let mut out = Outcome::default();
+    // Before the watchers start, so the wait is not part of what they watch.
+    ctx.settle().await;
     let idle = ctx.common.idle_timeout.unwrap_or(DEFAULT_IDLE);
     let workspaces = gw.workspaces(ctx.common.workspaces, false).await?;
     let target = gw.target(&workspaces);

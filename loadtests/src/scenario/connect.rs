@@ -35,6 +35,8 @@ pub async fn run(ctx: &Ctx<'_>, args: &ConnectArgs, targets: &[Target]) -> Resul
             concurrency: args.concurrency,
             duration_ms: args.duration.as_millis() as u64,
         };
+        // Settled before the samples, so the wait is not in the CPU figures.
+        let time_wait = ctx.settle().await;
         let before = Sample::of(&target.proxy_pids());
         let backend_before = Sample::of(&target.backend_pids());
         let reused_before = reused_upstreams(target).await?;
@@ -47,6 +49,7 @@ pub async fn run(ctx: &Ctx<'_>, args: &ConnectArgs, targets: &[Target]) -> Resul
         let mut r = run_of(target, &phase, &merged, &mut out.failures);
         let connects = merged.counter("connects");
         let elapsed = merged.maxima.get("elapsed_ms").copied().unwrap_or(1).max(1) as f64 / 1e3;
+        r.set("time_wait_at_start", time_wait as f64);
         r.set("connects", connects as f64);
         r.set("skipped_overload", merged.counter("skipped") as f64);
         r.set("elapsed_s", elapsed);

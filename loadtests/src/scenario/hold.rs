@@ -38,6 +38,8 @@ pub async fn run(ctx: &Ctx<'_>, args: &HoldArgs, targets: &[Target]) -> Result<O
             ping_interval_ms: args.ping_interval.as_millis() as u64,
             hold_ms: args.duration.as_millis() as u64,
         };
+        // Settled first, so the wait is not in the setup rate.
+        ctx.settle().await;
         let before = Sample::of(&target.proxy_pids());
         let backend_before = Sample::of(&target.backend_pids());
         let t0 = Instant::now();

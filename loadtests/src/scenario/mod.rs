@@ -16,12 +16,15 @@ use anyhow::Result;
 use crate::cli::Common;
 use crate::plan::{Job, Merged, Plan};
 use crate::pool::Pool;
-use crate::procfs::Sample;
+use crate::procfs::{self, Sample};
 use crate::report::Run;
 use crate::setup::Target;
 
 /// Sockets one worker process holds at most (fd limit 20,000, minus headroom).
 const SESSIONS_PER_PROC: usize = 18_000;
+
+/// Linux keeps a socket in TIME_WAIT for 60 s: waiting longer for them cannot help.
+const SETTLE_MAX: Duration = Duration::from_secs(65);
 
 /// What every scenario needs besides its own flags.
 pub struct Ctx<'a> {
@@ -51,6 +54,24 @@ impl Ctx<'_> {
             .await
     }
 
+    /// Waits until the TIME_WAIT sockets an earlier phase left are down to
+    /// `--settle-time-wait` (at most [`SETTLE_MAX`]); returns how many are left.
+    pub async fn settle(&self) -> u64 {
+        let limit = self.common.settle_time_wait;
+        let count = || procfs::time_wait_sockets().unwrap_or(0);
+        let mut left = count();
+        if limit == 0 || left < limit {
+            return left;
+        }
+        eprintln!("waiting for {left} TIME_WAIT sockets to expire (--settle-time-wait {limit})");
+        let deadline = tokio::time::Instant::now() + SETTLE_MAX;
+        while left >= limit && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            left = count();
+        }
+        left
+    }
+
     /// Like [`Ctx::pool`] with an explicit number of worker processes.
     pub async fn pool_n(
         &self,
@@ -60,6 +81,7 @@ impl Ctx<'_> {
         phase: &str,
         procs: usize,
     ) -> Result<Pool> {
+        self.settle().await;
         // One process may hold at most 20,000 open files here: never plan more than
         // SESSIONS_PER_PROC sockets in one worker, whatever --procs says.
         let procs = procs
