@@ -29,6 +29,8 @@ async fn load(args: &[&str]) -> Result<Value> {
         .arg(&json)
         .arg("--bin-dir")
         .arg(&bin_dir)
+        // A smoke checks function, not figures: never wait on other tests' TIME_WAIT sockets.
+        .args(["--settle-time-wait", "0"])
         .kill_on_drop(true);
     let out = tokio::time::timeout(RUN_TIMEOUT, cmd.output())
         .await
