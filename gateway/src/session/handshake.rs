@@ -238,16 +238,12 @@ async fn run(
     .await
     {
         Waited::Close(code) => (code, None),
-        Waited::Running => match app.provider.endpoint(handle.id()) {
-            None => {
-                Box::pin(wake::send_error(
-                    &mut client,
-                    protocol::control::ErrorCode::BackendLost,
-                    "workspace is running but has no endpoint".into(),
-                ))
-                .await;
-                (protocol::CloseCode::Internal, None)
-            }
+        Waited::Running(events) => match app.provider.endpoint(handle.id()) {
+            // Most often it stopped again right after `running`, which the client then hears.
+            None => (
+                Box::pin(relay::no_endpoint(&mut client, &handle, events)).await,
+                None,
+            ),
             Some(endpoint) => {
                 match Box::pin(
                     app.upstreams
@@ -260,7 +256,7 @@ async fn run(
                         // client hear why, as if it had died under the relay.
                         tracing::warn!(%error, "cannot reach the workspace service");
                         (
-                            Box::pin(relay::unreachable(&mut client, &handle)).await,
+                            Box::pin(relay::unreachable(&mut client, &handle, events)).await,
                             None,
                         )
                     }
@@ -271,6 +267,7 @@ async fn run(
                             upstream,
                             &mut held,
                             &handle,
+                            events,
                             &app.metrics.relay,
                             &app.shutdown,
                         )

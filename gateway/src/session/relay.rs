@@ -35,7 +35,8 @@ const BATCH_FRAMES: usize = 64;
 
 /// Relays until one side ends; returns the code to close the client with, and the workspace
 /// service's connection when it is still in good order (the client ended the session), so it can
-/// serve the next client.
+/// serve the next client. `events` is the subscription taken before the client was told
+/// `running`, so a stop in between ends this relay with 4009 even if a wake has begun since.
 ///
 /// Each direction drains what is already readable (up to [`BATCH_FRAMES`]) into the other
 /// socket's write buffer and flushes once, so a burst of small messages costs a few syscalls
@@ -45,11 +46,10 @@ pub(super) async fn run(
     mut upstream: Upstream,
     held: &mut Held,
     handle: &Arc<Handle>,
+    events: broadcast::Receiver<Snapshot>,
     counters: &RelayCounters,
     shutdown: &CancellationToken,
 ) -> (CloseCode, Option<Upstream>) {
-    // Subscribe before forwarding anything, so a stop that happens from now on is seen.
-    let (_, events) = handle.subscribe();
     for message in held.drain() {
         counters.up_messages.inc();
         counters.up_bytes.inc_by(message.len() as u64);
@@ -235,9 +235,48 @@ async fn ended_by_client(upstream: &mut Upstream, code: CloseCode) -> Step {
     }
 }
 
-/// The workspace service could not be reached at all: explain it like a lost connection.
-pub(super) async fn unreachable(client: &mut Client, handle: &Arc<Handle>) -> CloseCode {
-    lost(client, handle).await
+/// The workspace service could not be reached at all: if the workspace stopped since the client
+/// was told it runs (`events` holds every transition since), say that; otherwise explain it like
+/// a lost connection.
+pub(super) async fn unreachable(
+    client: &mut Client,
+    handle: &Arc<Handle>,
+    events: broadcast::Receiver<Snapshot>,
+) -> CloseCode {
+    match stopped_since(client, handle, events).await {
+        Some(code) => code,
+        None => lost(client, handle).await,
+    }
+}
+
+/// The provider has no address for a workspace the client was told runs: if it stopped since,
+/// say that; otherwise it is the gateway's fault (1011).
+pub(super) async fn no_endpoint(
+    client: &mut Client,
+    handle: &Arc<Handle>,
+    events: broadcast::Receiver<Snapshot>,
+) -> CloseCode {
+    if let Some(code) = stopped_since(client, handle, events).await {
+        return code;
+    }
+    send_error(
+        client,
+        ErrorCode::BackendLost,
+        "workspace is running but has no endpoint".into(),
+    )
+    .await;
+    CloseCode::Internal
+}
+
+/// If `events` (subscribed before the client was told `running`) already holds a stop, tells the
+/// client and returns the close code.
+async fn stopped_since(
+    client: &mut Client,
+    handle: &Arc<Handle>,
+    events: broadcast::Receiver<Snapshot>,
+) -> Option<CloseCode> {
+    let snapshot = watch_for_stop(events, handle).now_or_never()?;
+    gone(client, handle, &snapshot).await
 }
 
 /// The workspace service's socket ended: wait briefly for the provider to say why, then tell the

@@ -51,7 +51,10 @@ impl Held {
 
 /// How the waiting phase ended.
 pub(super) enum Waited {
-    Running,
+    /// Running, with the subscription the wait was watching: it holds every transition since the
+    /// `running` the client was told, so a stop right after it (before the relay is set up) is
+    /// still seen by this session, however far a new wake has gone since.
+    Running(broadcast::Receiver<Snapshot>),
     Close(CloseCode),
 }
 
@@ -81,7 +84,7 @@ pub(super) async fn until_running(
     }
     loop {
         if snapshot.status == WorkspaceStatus::Running {
-            return Waited::Running;
+            return Waited::Running(events);
         }
         tokio::select! {
             _ = shutdown.cancelled() => return Waited::Close(CloseCode::Restart),
