@@ -10,6 +10,8 @@ use axum::extract::{Path, Request, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use hyper_util::rt::TokioIo;
+use protocol::CloseCode;
+use tokio::sync::broadcast;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -19,11 +21,13 @@ use super::SessionSlot;
 use super::readahead::ReadAhead;
 use super::relay;
 use super::socket::Client;
+use super::upstream::Upstream;
 use super::wake::{self, Held, Waited};
 use crate::app::App;
 use crate::error::Error;
 use crate::metrics::{Phase, SessionKind};
-use crate::registry::{Handle, Lease};
+use crate::provider::Endpoint;
+use crate::registry::{Handle, Lease, Snapshot};
 
 /// The query parameters of a session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,7 +209,11 @@ fn upgrade_key(headers: &HeaderMap) -> Result<HeaderValue, Error> {
 
 /// The session task: wait for the workspace, then relay; close with the code that says why it
 /// ended.
-async fn run(
+///
+/// Not an `async fn`: an async fn's future keeps room for its arguments besides the locals they
+/// are moved into (rust-lang/rust#62958), and the client socket would then be stored twice for
+/// the whole session. The client is built here, before the future, which captures it once.
+fn run(
     app: Arc<App>,
     handle: Arc<Handle>,
     lease: Option<Lease>,
@@ -213,7 +221,7 @@ async fn run(
     start: bool,
     connected_at: Instant,
     token_expiry: Instant,
-) {
+) -> impl Future<Output = ()> {
     let kind = if lease.is_some() {
         SessionKind::Counting
     } else {
@@ -222,68 +230,95 @@ async fn run(
     let mut gauge = app.metrics.session_opened(kind, Phase::Waking);
     let mut client = Client::new(ws, &app.session, token_expiry);
     let mut held = Held::new(&app.session);
-    // The session task lives as long as the session, and an async state machine is as large as
-    // its largest state: the short-lived phases (waking, connecting, closing) are boxed so only
-    // the relay's own state stays with an idle session.
-    // The connection to hand to the next client is bound only once the relay has ended, so it
-    // takes no room in the relay's state.
-    let (code, recycle) = match Box::pin(wake::until_running(
-        &mut client,
-        &handle,
-        start,
-        &mut held,
-        connected_at,
-        &app.shutdown,
-    ))
-    .await
-    {
-        Waited::Close(code) => (code, None),
-        Waited::Running(events) => match app.provider.endpoint(handle.id()) {
-            // Most often it stopped again right after `running`, which the client then hears.
-            None => (
-                Box::pin(relay::no_endpoint(&mut client, &handle, events)).await,
-                None,
-            ),
-            Some(endpoint) => {
-                match Box::pin(
-                    app.upstreams
-                        .open(&handle, &endpoint, &app.session, &app.metrics),
-                )
-                .await
-                {
-                    Err(error) => {
-                        // Most often the service died between `running` and this connect: let the
-                        // client hear why, as if it had died under the relay.
-                        tracing::warn!(%error, "cannot reach the workspace service");
-                        (
-                            Box::pin(relay::unreachable(&mut client, &handle, events)).await,
-                            None,
-                        )
-                    }
-                    Ok(upstream) => {
-                        gauge.set_phase(Phase::Relaying);
-                        let (code, upstream) = relay::run(
-                            &mut client,
-                            upstream,
-                            &mut held,
-                            &handle,
-                            events,
-                            &app.metrics.relay,
-                            &app.shutdown,
-                        )
-                        .await;
-                        (code, upstream.map(|upstream| (endpoint, upstream)))
-                    }
-                }
-            }
-        },
-    };
-    tracing::debug!(code = code.code(), "session closed");
-    // The session is over: it stops counting now, not after the close handshake below, which
-    // may wait on a client that does not answer.
-    drop(lease);
-    Box::pin(client.close(code, &app.metrics)).await;
+    async move {
+        // The session task lives as long as the session, and an async state machine is as large as
+        // its largest state: the short-lived phases (waking, connecting, closing) are boxed so only
+        // the relay's own state stays with an idle session. What `prepare` returns is taken apart
+        // in the `let` itself, so no part of it stays in the relay's state; the connection to
+        // hand to the next client is bound only once the relay has ended, for the same reason.
+        let (code, recycle) = 'session: {
+            let (endpoint, upstream, events) = match Box::pin(prepare(
+                &app,
+                &mut client,
+                &handle,
+                start,
+                &mut held,
+                connected_at,
+            ))
+            .await
+            {
+                Ok(ready) => ready,
+                Err(code) => break 'session (code, None),
+            };
+            gauge.set_phase(Phase::Relaying);
+            let (code, upstream) = relay::run(
+                &mut client,
+                upstream,
+                &mut held,
+                &handle,
+                events,
+                &app.metrics.relay,
+                &app.shutdown,
+            )
+            .await;
+            (code, upstream.map(|upstream| (endpoint, upstream)))
+        };
+        tracing::debug!(code = code.code(), "session closed");
+        // The session is over: it stops counting now, not after the close handshake below, which
+        // may wait on a client that does not answer.
+        drop(lease);
+        // One boxed future for both steps, so `recycle` is moved into it at once and never
+        // held across an await here (it would then take room in every state, the relay's too).
+        Box::pin(finish(&app, client, &handle, code, recycle)).await;
+    }
+}
+
+/// Closes the client with `code`, then hands the workspace service's connection, if it is still
+/// in good order, to the pool for the next client.
+async fn finish(
+    app: &App,
+    client: Client,
+    handle: &Arc<Handle>,
+    code: CloseCode,
+    recycle: Option<(Endpoint, Upstream)>,
+) {
+    client.close(code, &app.metrics).await;
     if let Some((endpoint, upstream)) = recycle {
-        Box::pin(app.upstreams.recycle(&handle, &endpoint, upstream)).await;
+        app.upstreams.recycle(handle, &endpoint, upstream).await;
+    }
+}
+
+/// The session up to the relay: wait until the workspace runs, then take a connection to its
+/// service. Returns what the relay needs, or the code to close the client with (it has been told
+/// why).
+async fn prepare(
+    app: &App,
+    client: &mut Client,
+    handle: &Arc<Handle>,
+    start: bool,
+    held: &mut Held,
+    connected_at: Instant,
+) -> Result<(Endpoint, Upstream, broadcast::Receiver<Snapshot>), CloseCode> {
+    let events =
+        match wake::until_running(client, handle, start, held, connected_at, &app.shutdown).await {
+            Waited::Running(events) => events,
+            Waited::Close(code) => return Err(code),
+        };
+    // Most often it stopped again right after `running`, which the client then hears.
+    let Some(endpoint) = app.provider.endpoint(handle.id()) else {
+        return Err(relay::no_endpoint(client, handle, events).await);
+    };
+    match app
+        .upstreams
+        .open(handle, &endpoint, &app.session, &app.metrics)
+        .await
+    {
+        Ok(upstream) => Ok((endpoint, upstream, events)),
+        Err(error) => {
+            // Most often the service died between `running` and this connect: let the client
+            // hear why, as if it had died under the relay.
+            tracing::warn!(%error, "cannot reach the workspace service");
+            Err(relay::unreachable(client, handle, events).await)
+        }
     }
 }

@@ -41,60 +41,69 @@ const BATCH_FRAMES: usize = 64;
 /// Each direction drains what is already readable (up to [`BATCH_FRAMES`]) into the other
 /// socket's write buffer and flushes once, so a burst of small messages costs a few syscalls
 /// instead of one per message, while a lone message is still written at once.
-pub(super) async fn run(
-    client: &mut Client,
+///
+/// Not an `async fn`, so the service socket is stored once in the future, not also as an
+/// argument (see `handshake::run`).
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn would store `upstream` twice (rust-lang/rust#62958)"
+)]
+pub(super) fn run<'a>(
+    client: &'a mut Client,
     mut upstream: Upstream,
-    held: &mut Held,
-    handle: &Arc<Handle>,
+    held: &'a mut Held,
+    handle: &'a Arc<Handle>,
     events: broadcast::Receiver<Snapshot>,
-    counters: &RelayCounters,
-    shutdown: &CancellationToken,
-) -> (CloseCode, Option<Upstream>) {
-    for message in held.drain() {
-        counters.up_messages.inc();
-        counters.up_bytes.inc_by(message.len() as u64);
-        if upstream.feed(Message::Text(message)).await.is_err() {
+    counters: &'a RelayCounters,
+    shutdown: &'a CancellationToken,
+) -> impl Future<Output = (CloseCode, Option<Upstream>)> + 'a {
+    async move {
+        for message in held.drain() {
+            counters.up_messages.inc();
+            counters.up_bytes.inc_by(message.len() as u64);
+            if upstream.feed(Message::Text(message)).await.is_err() {
+                return (Box::pin(lost(client, handle)).await, None);
+            }
+        }
+        if upstream.flush().await.is_err() {
             return (Box::pin(lost(client, handle)).await, None);
         }
-    }
-    if upstream.flush().await.is_err() {
-        return (Box::pin(lost(client, handle)).await, None);
-    }
-    // Both are built once and polled across iterations, so they stay registered instead of
-    // re-registering with the token and the broadcast on every relayed frame.
-    let cancelled = shutdown.cancelled();
-    let stopped = watch_for_stop(events, handle);
-    tokio::pin!(cancelled, stopped);
-    loop {
-        let step = tokio::select! {
-            () = &mut cancelled => Step::End(CloseCode::Restart),
-            event = client.next_event() => up(client, &mut upstream, event, counters).await,
-            frame = upstream.next() => down(client, &mut upstream, frame, counters).await,
-            snapshot = &mut stopped => match Box::pin(gone(client, handle, &snapshot)).await {
-                Some(code) => Step::End(code),
-                // Not reachable: the watcher only returns a state that is gone.
-                None => Step::End(CloseCode::Internal),
-            },
-        };
-        match step {
-            Step::Continue => {}
-            Step::ClientGone(code) => return (code, Some(upstream)),
-            Step::End(code) => {
-                let _ = Box::pin(upstream.close(None)).await;
-                return (code, None);
-            }
-            Step::UpstreamLost => {
-                // A stop is announced before the service is told to go: if one was, the socket
-                // closing is that stop, whatever state a quick wake has reached since.
-                let code = match (&mut stopped).now_or_never() {
-                    Some(snapshot) => Box::pin(gone(client, handle, &snapshot)).await,
-                    None => None,
-                };
-                let code = match code {
-                    Some(code) => code,
-                    None => Box::pin(lost(client, handle)).await,
-                };
-                return (code, None);
+        // Both are built once and polled across iterations, so they stay registered instead of
+        // re-registering with the token and the broadcast on every relayed frame.
+        let cancelled = shutdown.cancelled();
+        let stopped = watch_for_stop(events, handle);
+        tokio::pin!(cancelled, stopped);
+        loop {
+            let step = tokio::select! {
+                () = &mut cancelled => Step::End(CloseCode::Restart),
+                event = client.next_event() => up(client, &mut upstream, event, counters).await,
+                frame = upstream.next() => down(client, &mut upstream, frame, counters).await,
+                snapshot = &mut stopped => match Box::pin(gone(client, handle, &snapshot)).await {
+                    Some(code) => Step::End(code),
+                    // Not reachable: the watcher only returns a state that is gone.
+                    None => Step::End(CloseCode::Internal),
+                },
+            };
+            match step {
+                Step::Continue => {}
+                Step::ClientGone(code) => return (code, Some(upstream)),
+                Step::End(code) => {
+                    let _ = Box::pin(upstream.close(None)).await;
+                    return (code, None);
+                }
+                Step::UpstreamLost => {
+                    // A stop is announced before the service is told to go: if one was, the socket
+                    // closing is that stop, whatever state a quick wake has reached since.
+                    let code = match (&mut stopped).now_or_never() {
+                        Some(snapshot) => Box::pin(gone(client, handle, &snapshot)).await,
+                        None => None,
+                    };
+                    let code = match code {
+                        Some(code) => code,
+                        None => Box::pin(lost(client, handle)).await,
+                    };
+                    return (code, None);
+                }
             }
         }
     }
