@@ -4,7 +4,8 @@
 //!
 //! 1. [`handshake`] — before the 101: authenticate, check `Origin`, authorize (the user must own
 //!    the workspace; anything else is 404), validate the upgrade, answer 101 echoing `Bearer` or
-//!    `access_token` (never the token), and spawn the session task.
+//!    `access_token` (never the token), and leave the session for the connection's task to run
+//!    ([`SessionSlot`]).
 //! 2. [`wake`] — tell the client the workspace's state at once; if it is not running, ask its
 //!    owner to wake it and stream every transition; hold the client's messages (bounded) meanwhile.
 //! 3. [`relay`] — once running, connect to the workspace service and relay both ways, in order,
@@ -21,15 +22,14 @@ mod socket;
 pub mod upstream;
 mod wake;
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 pub use handshake::{Query, ws_route, ws_route_by_query};
-
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
 
 /// A session future, boxed so the task that runs it holds only a pointer.
 type SessionFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
