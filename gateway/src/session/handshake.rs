@@ -145,12 +145,13 @@ async fn accept(
         )
         .await;
     };
-    // Tracked either way, so draining waits for the session.
+    // Tracked either way, so draining waits for the session (once: `TaskTracker::spawn` would
+    // track it a second time).
     let session = app.sessions.track_future(session);
     match request.extensions().get::<SessionSlot>() {
         Some(slot) => slot.put(Box::pin(session)),
         None => {
-            app.sessions.spawn(session);
+            tokio::spawn(session);
         }
     }
 
