@@ -20,7 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 use tower::ServiceExt;
 
 use crate::app::App;
@@ -43,15 +43,59 @@ pub async fn run(
     // are tracked separately, in `App::sessions`.
     let connections = TaskTracker::new();
     let stop_http = CancellationToken::new();
+    let stop_accepting = CancellationToken::new();
+    tokio::spawn(sweep_upstreams(app.clone()));
+    // The accept loop is a task of its own, not part of this future (which `main` runs on its
+    // own thread with `block_on`): a task spawned from a worker goes to that worker's queue and
+    // runs when the loop next waits, where one spawned from outside goes through the shared
+    // queue and wakes a worker thread for every connection.
+    // Aborted if this future is dropped, so the listener never outlives it.
+    let accepting = AbortOnDropHandle::new(tokio::spawn(accept(
+        listener,
+        tls,
+        router,
+        connections.clone(),
+        stop_http.clone(),
+        stop_accepting.clone(),
+    )));
+    shutdown.await;
+    stop_accepting.cancel();
+    // The listener is dropped when the loop ends: no connection is accepted after this.
+    let _ = accepting.await;
+
+    tracing::info!("draining: closing sessions with 1012");
+    app.start_draining();
+    app.shutdown.cancel();
+    app.sessions.close();
+    stop_http.cancel();
+    connections.close();
+    let drained = tokio::time::timeout(grace, async {
+        tokio::join!(connections.wait(), app.sessions.wait());
+    })
+    .await;
+    match drained {
+        Ok(_) => tracing::info!("drained"),
+        Err(_) => tracing::warn!(?grace, "grace period over; dropping what is left"),
+    }
+    app.registry.closed().await;
+}
+
+/// Accepts connections until `stop` is cancelled, each served by its own task in `connections`.
+async fn accept(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    router: Router,
+    connections: TaskTracker,
+    stop_http: CancellationToken,
+    stop: CancellationToken,
+) {
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
         .keep_alive(true);
-    tokio::spawn(sweep_upstreams(app.clone()));
-    tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
-            () = &mut shutdown => break,
+            () = stop.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
@@ -73,23 +117,6 @@ pub async fn run(
             stop_http.clone(),
         ));
     }
-
-    tracing::info!("draining: closing sessions with 1012");
-    app.start_draining();
-    drop(listener);
-    app.shutdown.cancel();
-    app.sessions.close();
-    stop_http.cancel();
-    connections.close();
-    let drained = tokio::time::timeout(grace, async {
-        tokio::join!(connections.wait(), app.sessions.wait());
-    })
-    .await;
-    match drained {
-        Ok(_) => tracing::info!("drained"),
-        Err(_) => tracing::warn!(?grace, "grace period over; dropping what is left"),
-    }
-    app.registry.closed().await;
 }
 
 /// Serves one accepted connection: its TLS handshake and HTTP requests, then, if one of them
