@@ -25,7 +25,7 @@ use tower::ServiceExt;
 
 use crate::app::App;
 use crate::rest::PeerAddr;
-use crate::session::SessionSlot;
+use crate::session::{Corked, SessionSlot};
 
 /// How long a client may take to send its request headers (and finish a TLS handshake).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -162,13 +162,14 @@ async fn serve_http<IO>(
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let request_slot = slot.clone();
     let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
         request.extensions_mut().insert(PeerAddr(peer));
-        request.extensions_mut().insert(slot.clone());
+        request.extensions_mut().insert(request_slot.clone());
         router.clone().oneshot(request)
     });
     let connection = http
-        .serve_connection(TokioIo::new(io), service)
+        .serve_connection(TokioIo::new(Corked::new(io, slot)), service)
         .with_upgrades();
     tokio::pin!(connection);
     let result = tokio::select! {

@@ -7,6 +7,7 @@ use aether_tests::client::{Api, Ended, Session};
 use aether_tests::{Gateway, GatewayOptions, TEST_SECRET, token, token_with};
 use anyhow::Result;
 use futures_util::future::join_all;
+use futures_util::{SinkExt, StreamExt};
 use protocol::WorkspaceStatus;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -724,5 +725,82 @@ async fn with_a_certificate_the_gateway_serves_https() -> Result<()> {
             .await
             .is_err()
     );
+
+    // A session over TLS: the 101 and the first status leave in one write there too.
+    let created = client
+        .post(format!(
+            "{https}/projects/{}/workspaces",
+            uuid::Uuid::new_v4()
+        ))
+        .bearer_auth(token("alice"))
+        .json(&json!({}))
+        .send()
+        .await?;
+    assert_eq!(created.status(), 201);
+    let id = created.json::<Value>().await?["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut ws = wss_session(&cert, gw.proc.addr.port(), &id).await?;
+    let mut statuses = Vec::new();
+    while statuses.last().map(String::as_str) != Some("running") {
+        let frame = next_text(&mut ws).await?;
+        if frame["type"] == "status" {
+            statuses.push(frame["status"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(statuses.first().map(String::as_str), Some("stopped"));
+    ws.send(Message::text(
+        json!({"channel":"workspace","type":"ping","seq":7}).to_string(),
+    ))
+    .await?;
+    loop {
+        let frame = next_text(&mut ws).await?;
+        if frame["type"] == "pong" {
+            assert_eq!(frame["seq"], 7);
+            break;
+        }
+    }
     Ok(())
+}
+
+type TlsSession =
+    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+/// A WebSocket session to `wss://localhost:{port}`, trusting the fixture certificate.
+async fn wss_session(cert: &std::path::Path, port: u16, id: &str) -> Result<TlsSession> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut std::io::BufReader::new(std::fs::File::open(cert)?)) {
+        roots.add(cert?)?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let name = rustls::pki_types::ServerName::try_from("localhost")?;
+    let tls = connector.connect(name, tcp).await?;
+    let mut request = format!("wss://localhost:{port}/workspaces/{id}/ws").into_client_request()?;
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", token("alice")).parse()?,
+    );
+    let (ws, _) = tokio_tungstenite::client_async(request, tls).await?;
+    Ok(ws)
+}
+
+/// The next text frame, as JSON, within the tests' usual wait.
+async fn next_text(ws: &mut TlsSession) -> Result<Value> {
+    loop {
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(30), ws.next())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("the session ended"))??;
+        if let Message::Text(text) = frame {
+            return Ok(serde_json::from_str(&text)?);
+        }
+    }
 }

@@ -145,16 +145,6 @@ async fn accept(
         )
         .await;
     };
-    // Tracked either way, so draining waits for the session (once: `TaskTracker::spawn` would
-    // track it a second time).
-    let session = app.sessions.track_future(session);
-    match request.extensions().get::<SessionSlot>() {
-        Some(slot) => slot.put(Box::pin(session)),
-        None => {
-            tokio::spawn(session);
-        }
-    }
-
     let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
     let out = response.headers_mut();
     out.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -169,6 +159,17 @@ async fn accept(
             header::SEC_WEBSOCKET_PROTOCOL,
             HeaderValue::from_static(protocol),
         );
+    }
+
+    // Last, once nothing can fail: the slot corks the socket for the 101.
+    // Tracked either way, so draining waits for the session (once: `TaskTracker::spawn` would
+    // track it a second time).
+    let session = app.sessions.track_future(session);
+    match request.extensions().get::<SessionSlot>() {
+        Some(slot) => slot.put(Box::pin(session)),
+        None => {
+            tokio::spawn(session);
+        }
     }
     Ok(response)
 }

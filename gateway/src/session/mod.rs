@@ -5,7 +5,7 @@
 //! 1. [`handshake`] — before the 101: authenticate, check `Origin`, authorize (the user must own
 //!    the workspace; anything else is 404), validate the upgrade, answer 101 echoing `Bearer` or
 //!    `access_token` (never the token), and leave the session for the connection's task to run
-//!    ([`SessionSlot`]).
+//!    ([`SessionSlot`], which also sends the 101 with the session's first frame).
 //! 2. [`wake`] — tell the client the workspace's state at once; if it is not running, ask its
 //!    owner to wake it and stream every transition; hold the client's messages (bounded) meanwhile.
 //! 3. [`relay`] — once running, connect to the workspace service and relay both ways, in order,
@@ -18,47 +18,17 @@
 pub mod handshake;
 mod readahead;
 mod relay;
+mod slot;
 mod socket;
 pub mod upstream;
 mod wake;
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 pub use handshake::{Query, ws_route, ws_route_by_query};
-
-/// A session future, boxed so the task that runs it holds only a pointer.
-type SessionFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-/// Where the handshake leaves the session it accepted, for the connection's own task to run once
-/// hyper has written the 101 and handed over the socket.
-///
-/// Running the session in the task that served its HTTP request, instead of spawning a task of
-/// its own, saves a task and a hand-off between worker threads on every connect: the session's
-/// first steps (sending the status, taking a service connection) then run right where the 101
-/// was written, on the same thread, without waking another. The server inserts one slot per
-/// connection as a request extension; without it (a router driven some other way), the
-/// handshake spawns the session instead.
-#[derive(Clone, Default)]
-pub struct SessionSlot(Arc<Mutex<Option<SessionFuture>>>);
-
-impl SessionSlot {
-    /// Leaves the session of an accepted upgrade. A connection upgrades at most once, so there
-    /// is never one already waiting.
-    fn put(&self, session: SessionFuture) {
-        // A std mutex: held for a pointer swap, never across an `.await`.
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(session);
-    }
-
-    /// The session an upgrade on this connection left, if any.
-    pub fn take(&self) -> Option<SessionFuture> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
-    }
-}
+pub use slot::{Corked, SessionSlot};
 
 /// Limits and timers of a session.
 #[derive(Debug, Clone)]
