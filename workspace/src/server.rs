@@ -27,6 +27,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::agent::{Agent, AgentConfig};
 use crate::config::Config;
@@ -128,24 +130,20 @@ impl Server {
     /// Serves until `shutdown` resolves, then shuts down within the configured grace.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let Server { listener, state } = self;
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                _ = &mut shutdown => break,
-                res = listener.accept() => match res {
-                    Ok((stream, _peer)) => {
-                        let _ = stream.set_nodelay(true);
-                        state.tracker.spawn(serve_http(state.clone(), stream));
-                    }
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!(%e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                },
-            }
-        }
-        drop(listener);
+        // The accept loop is a task of its own, not part of this future (which `main` runs on
+        // its own thread with `block_on`): a connection task spawned from a worker goes to that
+        // worker's queue, where one spawned from outside goes through the shared queue and
+        // wakes a worker thread for every connection. Aborted if this future is dropped.
+        let stop_accepting = CancellationToken::new();
+        let accepting = AbortOnDropHandle::new(tokio::spawn(accept(
+            listener,
+            state.clone(),
+            stop_accepting.clone(),
+        )));
+        shutdown.await;
+        stop_accepting.cancel();
+        // The listener is dropped when the loop ends: no connection is accepted after this.
+        let _ = accepting.await;
         let grace = state.config.shutdown_grace;
         tracing::info!(?grace, "shutting down");
         let deadline = tokio::time::Instant::now() + grace;
@@ -164,6 +162,26 @@ impl Server {
             tracing::warn!("some connections did not finish within the shutdown grace");
         }
         tracing::info!("stopped");
+    }
+}
+
+/// Accepts connections until `stop` is cancelled, each served by its own tracked task.
+async fn accept(listener: TcpListener, state: Arc<State>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            res = listener.accept() => match res {
+                Ok((stream, _peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    state.tracker.spawn(serve_http(state.clone(), stream));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(%e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
     }
 }
 
