@@ -198,7 +198,8 @@ where
     }
 
     /// Handles `first` and the frames already readable after it (up to a batch), then writes
-    /// the pongs they produced with one flush: a burst of pings costs one write, not one each.
+    /// the pongs they produced with one flush: a burst of pings costs one write, not one each,
+    /// and frames the burst queued go in the same write.
     async fn on_burst(&mut self, first: Option<Result<Message, WsError>>) -> Result<(), End> {
         self.on_message(first).await?;
         let mut n = 1;
@@ -212,6 +213,11 @@ where
         }
         if !std::mem::take(&mut self.pongs_unflushed) {
             return Ok(());
+        }
+        // What the burst queued for the client (an `attach`'s snapshots, replies) goes out with
+        // its pongs: one write, not two.
+        if let Some(frame) = self.rx.try_recv() {
+            return self.write_batch(frame).await;
         }
         let shutdown = self.state.shutdown.clone();
         tokio::select! {
@@ -414,7 +420,165 @@ pub(crate) fn fast_pong(text: &str, scratch: &mut BytesMut) -> Option<Frame> {
 
 #[cfg(test)]
 mod tests {
+    use std::pin::Pin;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Context, Poll};
+
+    use serde_json::{Value, json};
+    use tokio::io::ReadBuf;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
     use super::*;
+    use crate::agent::{Agent, AgentConfig};
+    use crate::config::Config;
+    use crate::files::Files;
+    use crate::ports::Ports;
+    use crate::terminal::Terminals;
+
+    /// The service's end of a socket, counting the writes it makes.
+    struct Counted {
+        io: tokio::io::DuplexStream,
+        writes: Arc<AtomicUsize>,
+    }
+
+    impl AsyncRead for Counted {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for Counted {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            let this = self.get_mut();
+            this.writes.fetch_add(1, Ordering::Relaxed);
+            Pin::new(&mut this.io).poll_write(cx, buf)
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+        }
+    }
+
+    type TestClient = WebSocketStream<tokio::io::DuplexStream>;
+
+    async fn recv(client: &mut TestClient) -> Value {
+        loop {
+            let frame = tokio::time::timeout(Duration::from_secs(10), client.next())
+                .await
+                .expect("a frame in time")
+                .expect("the socket is open")
+                .expect("a frame");
+            if let Message::Text(text) = frame {
+                return serde_json::from_str(&text).unwrap();
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn an_attach_and_a_ping_read_together_are_answered_in_one_write() {
+        let volume = tempfile::tempdir().unwrap();
+        let config = Config::new(volume.path());
+        let files = Files::new(volume.path()).unwrap();
+        // A listening port for the ports channel to report: an `attach` then has a snapshot.
+        let _listening = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let ports = Ports::new(0);
+        let scan = ports.clone();
+        tokio::task::spawn_blocking(move || scan.poll())
+            .await
+            .unwrap();
+        let state = State::new(
+            config.clone(),
+            Terminals::new(
+                volume.path().into(),
+                config.shell.clone(),
+                config.ring_bytes,
+            ),
+            Agent::new(AgentConfig {
+                volume: volume.path().into(),
+                command: None,
+                history_bytes: config.agent_history_bytes,
+                tasks_kept: config.agent_tasks_kept,
+            }),
+            ports.clone(),
+            files,
+        );
+        let (ours, theirs) = tokio::io::duplex(1 << 20);
+        let writes = Arc::new(AtomicUsize::new(0));
+        let service = Counted {
+            io: theirs,
+            writes: writes.clone(),
+        };
+        tokio::spawn(async move {
+            let ws = WebSocketStream::from_raw_socket(
+                service,
+                Role::Server,
+                Some(crate::server::ws_config()),
+            )
+            .await;
+            serve(state, ws).await;
+        });
+        let mut client = WebSocketStream::from_raw_socket(ours, Role::Client, None).await;
+
+        client
+            .send(Message::text(r#"{"channel":"workspace","type":"release"}"#))
+            .await
+            .unwrap();
+        while recv(&mut client).await != json!({"channel":"workspace","type":"released"}) {}
+        let before = writes.load(Ordering::Relaxed);
+
+        // Both frames in one write from here, so the service reads them as one burst.
+        client
+            .feed(Message::text(r#"{"channel":"workspace","type":"attach"}"#))
+            .await
+            .unwrap();
+        client
+            .feed(Message::text(
+                r#"{"channel":"workspace","type":"ping","seq":1}"#,
+            ))
+            .await
+            .unwrap();
+        client.flush().await.unwrap();
+        let mut seen = Vec::new();
+        while !seen.iter().any(|v: &Value| v["type"] == "pong") {
+            seen.push(recv(&mut client).await);
+        }
+        // A second ping, alone, once the first is answered: the service writes whatever the
+        // burst queued before it reads this, so its pong comes after all of it.
+        client
+            .send(Message::text(
+                r#"{"channel":"workspace","type":"ping","seq":2}"#,
+            ))
+            .await
+            .unwrap();
+        loop {
+            let v = recv(&mut client).await;
+            if v["type"] == "pong" && v["seq"] == 2 {
+                break;
+            }
+            seen.push(v);
+        }
+        assert!(
+            seen.iter().any(|v| v["channel"] == "ports"),
+            "the attach's snapshots: {seen:?}"
+        );
+        assert_eq!(
+            writes.load(Ordering::Relaxed) - before,
+            2,
+            "one write for the burst (its pong and the snapshots), one for the second pong"
+        );
+    }
 
     #[test]
     fn fast_pong_matches_the_protocol_encoding() {
