@@ -69,6 +69,23 @@ async fn create(provider: &LocalProvider, owner: &str) -> Result<Uuid> {
     Ok(record.id())
 }
 
+/// Opens the provider of `dir` again after the previous one was dropped. A transition is
+/// published before it is written (the file follows memory, see `provider::local`), so a write
+/// that began just before the drop may hold the registry for a moment more: wait for it, bounded.
+async fn reopen(dir: &Path) -> Result<Arc<LocalProvider>> {
+    let deadline = tokio::time::Instant::now() + GUARD;
+    loop {
+        match LocalProvider::open(config(dir)) {
+            Err(ProviderError::Backend(m))
+                if m.contains("in use") && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            opened => return Ok(opened?),
+        }
+    }
+}
+
 /// Waits for `id` to be published in `status`; fails on any other terminal state first.
 async fn wait_status(
     events: &mut broadcast::Receiver<StateChange>,
@@ -391,7 +408,7 @@ async fn a_restarted_gateway_adopts_a_running_workspace() -> Result<()> {
     // The service outlives the provider that started it.
     assert_eq!(healthz(&endpoint.base_url).await?, id.to_string());
 
-    let second = LocalProvider::open(config(dir.path()))?;
+    let second = reopen(dir.path()).await?;
     timeout(GUARD, second.recover()).await??;
     assert_eq!(second.get(id).await?.status(), WorkspaceStatus::Running);
     assert_eq!(second.endpoint(id), Some(endpoint.clone()));
@@ -413,7 +430,7 @@ async fn an_adopted_workspace_that_dies_is_published_as_error() -> Result<()> {
     let pid = first.pid(id).context("pid")?;
     drop(first);
 
-    let second = LocalProvider::open(config(dir.path()))?;
+    let second = reopen(dir.path()).await?;
     timeout(GUARD, second.recover()).await??;
     let mut events = second.subscribe();
     kill("-KILL", pid);
@@ -438,7 +455,7 @@ async fn recovery_of_a_dead_service_marks_it_stopped() -> Result<()> {
     kill("-KILL", pid);
     wait_gone(pid).await?;
 
-    let second = LocalProvider::open(config(dir.path()))?;
+    let second = reopen(dir.path()).await?;
     let mut events = second.subscribe();
     timeout(GUARD, second.recover()).await??;
     wait_status(&mut events, id, WorkspaceStatus::Stopped).await?;
@@ -483,7 +500,7 @@ async fn delete_removes_the_volume_and_the_record() -> Result<()> {
     assert_eq!(provider.delete(id).await, Err(ProviderError::NotFound));
 
     drop(provider);
-    let reopened = LocalProvider::open(config(dir.path()))?;
+    let reopened = reopen(dir.path()).await?;
     assert!(reopened.list(None).await?.is_empty());
     Ok(())
 }
@@ -525,7 +542,7 @@ async fn records_and_updates_persist_across_reopen() -> Result<()> {
     let before = provider.list(None).await?;
     drop(provider);
 
-    let reopened: Arc<LocalProvider> = LocalProvider::open(config(dir.path()))?;
+    let reopened = reopen(dir.path()).await?;
     timeout(GUARD, reopened.recover()).await??;
     assert_eq!(reopened.list(None).await?, before);
     let alices = reopened.list(Some("alice")).await?;
