@@ -1,6 +1,6 @@
 //! The gateway's configuration: one [`Config`] value, built from defaults, a TOML file,
 //! `AETHER_GATEWAY_*` environment variables and command-line flags, in that order of increasing
-//! precedence (flag > env > file > default). See [`load`] for the loader.
+//! precedence (flag > env > file > default). See [`load()`] for the loader.
 //!
 //! Every field documents its default, its flag and its environment variable. Durations are
 //! human-readable (`"10m"`, `"45s"`, `"1h 30m"`), in the file as in flags and variables. Unknown
@@ -52,7 +52,7 @@ pub const DATA_DIR_NAME: &str = "aether-gateway";
 pub const WORKSPACE_BIN_NAME: &str = "aether-workspace";
 
 /// The whole configuration. `Config::default()` is the documented defaults, except `data_dir`,
-/// whose default depends on the environment and is filled in by [`load`].
+/// whose default depends on the environment and is filled in by [`load()`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
