@@ -94,15 +94,8 @@ pub(super) fn run<'a>(
                 Step::UpstreamLost => {
                     // A stop is announced before the service is told to go: if one was, the socket
                     // closing is that stop, whatever state a quick wake has reached since.
-                    let code = match (&mut stopped).now_or_never() {
-                        Some(snapshot) => Box::pin(gone(client, handle, &snapshot)).await,
-                        None => None,
-                    };
-                    let code = match code {
-                        Some(code) => code,
-                        None => Box::pin(lost(client, handle)).await,
-                    };
-                    return (code, None);
+                    let stop = (&mut stopped).now_or_never();
+                    return (Box::pin(explain_loss(client, handle, stop)).await, None);
                 }
             }
         }
@@ -252,10 +245,23 @@ pub(super) async fn unreachable(
     handle: &Arc<Handle>,
     events: broadcast::Receiver<Snapshot>,
 ) -> CloseCode {
-    match stopped_since(client, handle, events).await {
-        Some(code) => code,
-        None => lost(client, handle).await,
+    let stop = watch_for_stop(events, handle).now_or_never();
+    explain_loss(client, handle, stop).await
+}
+
+/// Tells the client why the workspace service is gone: the stop the session already saw, if
+/// there was one (`stop`), else what [`lost`] finds out.
+async fn explain_loss(
+    client: &mut Client,
+    handle: &Arc<Handle>,
+    stop: Option<Snapshot>,
+) -> CloseCode {
+    if let Some(snapshot) = stop
+        && let Some(code) = gone(client, handle, &snapshot).await
+    {
+        return code;
     }
+    lost(client, handle).await
 }
 
 /// The provider has no address for a workspace the client was told runs: if it stopped since,
