@@ -161,9 +161,9 @@ async fn accept(
         );
     }
 
-    // Last, once nothing can fail: the slot corks the socket for the 101.
-    // Tracked either way, so draining waits for the session (once: `TaskTracker::spawn` would
-    // track it a second time).
+    // Last, once nothing can fail: the slot corks the socket, and an error answer held back
+    // would never be sent. Tracked either way, so draining waits for the session (once:
+    // `TaskTracker::spawn` would track it a second time).
     let session = app.sessions.track_future(session);
     match request.extensions().get::<SessionSlot>() {
         Some(slot) => slot.put(Box::pin(session)),

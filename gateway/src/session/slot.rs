@@ -71,7 +71,9 @@ impl SessionSlot {
 /// write with the next bytes written after (see the module docs).
 pub struct Corked<IO> {
     io: IO,
-    slot: SessionSlot,
+    /// `None` once the 101 is out: a connection upgrades at most once, so from then on every
+    /// write goes straight through without looking at the slot.
+    slot: Option<SessionSlot>,
     /// Written but not yet sent: the 101, then the first frame appended to it. Empty (and
     /// unallocated) once sent.
     held: Vec<u8>,
@@ -81,15 +83,22 @@ impl<IO> Corked<IO> {
     pub fn new(io: IO, slot: SessionSlot) -> Corked<IO> {
         Corked {
             io,
-            slot,
+            slot: Some(slot),
             held: Vec::new(),
         }
     }
 }
 
 impl<IO: AsyncWrite + Unpin> Corked<IO> {
+    fn corked(&self) -> bool {
+        self.slot.as_ref().is_some_and(SessionSlot::corked)
+    }
+
     /// Sends what is held, if anything.
     fn poll_send_held(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.held.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
         while !self.held.is_empty() {
             let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.held))?;
             if n == 0 {
@@ -98,6 +107,10 @@ impl<IO: AsyncWrite + Unpin> Corked<IO> {
             self.held.drain(..n);
         }
         self.held = Vec::new();
+        if !self.corked() {
+            // The 101 is out.
+            self.slot = None;
+        }
         Poll::Ready(Ok(()))
     }
 
@@ -109,7 +122,7 @@ impl<IO: AsyncWrite + Unpin> Corked<IO> {
             self.held.extend_from_slice(buf);
             taken += buf.len();
         }
-        if !self.slot.corked()
+        if !self.corked()
             && let Poll::Ready(Err(error)) = self.poll_send_held(cx)
         {
             return Poll::Ready(Err(error));
@@ -135,7 +148,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Corked<IO> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.held.is_empty() && !this.slot.corked() {
+        if this.held.is_empty() && !this.corked() {
             return Pin::new(&mut this.io).poll_write(cx, buf);
         }
         this.hold(cx, &[io::IoSlice::new(buf)])
@@ -147,7 +160,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Corked<IO> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.held.is_empty() && !this.slot.corked() {
+        if this.held.is_empty() && !this.corked() {
             return Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
         }
         this.hold(cx, bufs)
@@ -159,7 +172,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Corked<IO> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.slot.corked() {
+        if this.corked() {
             // hyper flushing the 101: it waits for the session's first frame.
             return Poll::Ready(Ok(()));
         }
@@ -235,6 +248,7 @@ mod tests {
         );
         assert_eq!(socket.io.writes.len(), 2);
         assert_eq!(socket.held.capacity(), 0, "nothing kept once sent");
+        assert!(socket.slot.is_none(), "the slot is not consulted any more");
         socket.write_all(b"next").await.unwrap();
         assert_eq!(socket.io.writes.last().unwrap(), b"next");
     }
