@@ -167,12 +167,20 @@ impl Server {
 
 /// Accepts connections until `stop` is cancelled, each served by its own tracked task.
 async fn accept(listener: TcpListener, state: Arc<State>, stop: CancellationToken) {
+    // Linux copies the listener's TCP_NODELAY into every accepted socket: one `setsockopt`
+    // per connection saved (the gateway's listener does the same).
+    let inherited = cfg!(target_os = "linux")
+        && socket2::SockRef::from(&listener)
+            .set_tcp_nodelay(true)
+            .is_ok();
     loop {
         tokio::select! {
             () = stop.cancelled() => break,
             res = listener.accept() => match res {
                 Ok((stream, _peer)) => {
-                    let _ = stream.set_nodelay(true);
+                    if !inherited {
+                        let _ = stream.set_nodelay(true);
+                    }
                     state.tracker.spawn(serve_http(state.clone(), stream));
                 }
                 Err(e) => {
