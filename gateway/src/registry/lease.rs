@@ -1,10 +1,14 @@
 //! Leases: a connection's claim that its workspace is in use.
 //!
-//! A [`Lease`] is an RAII guard. Creating one counts a connection on the workspace and wakes its
-//! owner task (which cancels any pending idle stop); dropping it uncounts the connection, however
-//! the session ended — a clean close, an error, a panic or a cancelled task. Counting is a
-//! `watch` channel rather than an atomic so the owner task is *told* about every change instead of
-//! having to poll, and so the update is synchronous, which `Drop` requires.
+//! A [`Lease`] is an RAII guard. Creating one counts a connection on the workspace; dropping it
+//! uncounts the connection, however the session ended — a clean close, an error, a panic or a
+//! cancelled task. Counting is a `watch` channel rather than an atomic so the owner task is
+//! *told* instead of having to poll, and so the update is synchronous, which `Drop` requires.
+//!
+//! The owner is woken only when the count leaves or reaches zero: the first lease cancels any
+//! pending idle stop and the last one arms the timer, and nothing the owner decides depends on a
+//! change between two non-zero counts. A busy workspace's visits then cost its owner nothing
+//! (two task wake-ups per connect before).
 //!
 //! The count carries the instant of the last release with it: a visit that opens and closes
 //! before the owner task runs leaves the count where it was, but still moves the idle timer.
@@ -32,7 +36,10 @@ pub struct Lease {
 
 impl Lease {
     pub(super) fn new(handle: Arc<Handle>) -> Lease {
-        handle.connections.send_modify(|c| c.open += 1);
+        handle.connections.send_if_modified(|c| {
+            c.open += 1;
+            c.open == 1
+        });
         Lease { handle }
     }
 
@@ -44,9 +51,10 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.handle.connections.send_modify(|c| {
+        self.handle.connections.send_if_modified(|c| {
             c.open = c.open.saturating_sub(1);
             c.last_closed = Some(Instant::now());
+            c.open == 0
         });
     }
 }

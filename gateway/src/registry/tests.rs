@@ -271,6 +271,51 @@ async fn a_new_connection_cancels_a_pending_idle_stop() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_owner_is_told_only_when_the_count_leaves_or_reaches_zero() {
+    let f = fixture(settings()).await;
+    let handle = f.running(NewWorkspace::default()).await;
+    let mut told = handle.connections.subscribe();
+    told.borrow_and_update();
+    let first = handle.lease();
+    assert!(told.has_changed().unwrap(), "0 -> 1 cancels the idle timer");
+    told.borrow_and_update();
+    let second = handle.lease();
+    drop(first);
+    assert!(
+        !told.has_changed().unwrap(),
+        "2 -> 1 -> 2 changes nothing the owner decides"
+    );
+    assert_eq!(handle.connections(), 1);
+    drop(second);
+    assert!(told.has_changed().unwrap(), "1 -> 0 arms the idle timer");
+    assert_eq!(handle.connections(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_idle_timer_counts_from_the_last_of_overlapping_visits() {
+    let f = fixture(settings()).await;
+    let handle = f.running(NewWorkspace::default()).await;
+    let first = handle.lease();
+    let second = handle.lease();
+    sleep(IDLE / 2).await;
+    drop(first);
+    sleep(IDLE).await;
+    assert_eq!(
+        handle.snapshot().status,
+        WorkspaceStatus::Running,
+        "one still connected"
+    );
+    drop(second);
+    let idle_from = Instant::now();
+    wait_for(&handle, WorkspaceStatus::Stopped).await;
+    let waited = idle_from.elapsed();
+    assert!(
+        waited >= IDLE && waited < IDLE + Duration::from_secs(1),
+        "{waited:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_visit_the_owner_never_saw_open_still_restarts_the_timer() {
     let f = fixture(settings()).await;
     let handle = f.running(NewWorkspace::default()).await;
