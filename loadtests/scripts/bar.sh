@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Measures the whole performance bar (docs/performance.md) with a release build: every scenario,
-# each against the gateway and, where it applies, the direct and nginx baselines in the same run.
-# Writes each report (JSON) and console log into OUT_DIR. Takes about 28 minutes on 2 cores, a
-# quarter of it waiting for TIME_WAIT sockets to expire between phases; everything is loopback and
-# stops by itself.
+# each against the gateway and, where it applies, every baseline in the same run (direct, nginx,
+# HAProxy as a WebSocket proxy, HAProxy as an L4 byte relay). Writes each report (JSON) and console
+# log into OUT_DIR. Takes about 40 minutes on 2 cores, a third of it waiting for TIME_WAIT sockets
+# to expire between phases; everything is loopback and stops by itself.
 #
 #   cargo build --release -p gateway -p workspace -p loadtests
 #   loadtests/scripts/bar.sh OUT_DIR

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The nginx baseline by hand: Debian's nginx as a plain WebSocket reverse proxy in front of one or
 # more workspace services, in the foreground, from its own temporary prefix. aether-load
-# (--baseline nginx|all) generates the same configuration itself (loadtests/src/nginx.rs); this
+# (--baseline nginx|all) generates the same configuration itself (loadtests/src/proxy/nginx.rs); this
 # script is for poking at the baseline outside a run.
 #
 #   loadtests/scripts/nginx-baseline.sh 127.0.0.1:PORT_A [127.0.0.1:PORT_B ...]

@@ -10,7 +10,7 @@ use serde::Serialize;
 #[command(
     name = "aether-load",
     version,
-    about = "Load tests for an Aether gateway, side by side with a direct and an nginx baseline.",
+    about = "Load tests for an Aether gateway, side by side with direct, nginx and HAProxy baselines.",
     after_help = "Example: aether-load wake --spawn --clients 5000 --json wake.json"
 )]
 pub struct Cli {
@@ -40,9 +40,23 @@ pub enum Cmd {
 #[serde(rename_all = "lowercase")]
 pub enum Baseline {
     None,
+    /// Straight to the workspace service.
     Direct,
+    /// nginx as a WebSocket reverse proxy.
     Nginx,
+    /// HAProxy as a WebSocket reverse proxy (`mode http`).
+    Haproxy,
+    /// HAProxy as a byte relay (`mode tcp`): the least a proxy can add.
+    L4,
+    /// Every one of the above.
     All,
+}
+
+impl Baseline {
+    /// Whether `wanted` (the `--baseline` list) asks for this one.
+    pub fn wanted(self, wanted: &[Baseline]) -> bool {
+        wanted.iter().any(|&b| b == self || b == Baseline::All)
+    }
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -69,9 +83,9 @@ pub struct Common {
     /// PID of the --url gateway, to read its RSS, fds and CPU from /proc.
     #[arg(long)]
     pub gateway_pid: Option<u32>,
-    /// Run the same scenario against the workspace service directly and/or through nginx.
-    #[arg(long, value_enum, default_value = "none")]
-    pub baseline: Baseline,
+    /// Run the same scenario against these baselines too, e.g. `direct,l4` or `all`.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "none")]
+    pub baseline: Vec<Baseline>,
     /// Workspaces the sessions are spread over (each its own workspace-service process).
     #[arg(long, default_value_t = 4)]
     pub workspaces: usize,
@@ -93,6 +107,9 @@ pub struct Common {
     /// The nginx binary for the nginx baseline.
     #[arg(long, default_value = "/usr/sbin/nginx")]
     pub nginx_bin: PathBuf,
+    /// The HAProxy binary for the haproxy and l4 baselines.
+    #[arg(long, default_value = "/usr/sbin/haproxy")]
+    pub haproxy_bin: PathBuf,
     /// nginx `worker_processes` (a number or `auto`).
     #[arg(long, default_value = "auto")]
     pub nginx_workers: String,
@@ -296,6 +313,21 @@ mod tests {
         assert_eq!(ips.len(), 4);
         assert!(source_ips(Some("10.0.0.1")).is_err());
         assert!(source_ips(None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn baselines_are_a_list_and_all_means_every_one() {
+        use clap::Parser;
+        let common = |args: &[&str]| match Cli::parse_from(args).cmd {
+            Cmd::Relay(a) => a.common.baseline,
+            other => panic!("{other:?}"),
+        };
+        let some = common(&["aether-load", "relay", "--baseline", "direct,l4"]);
+        assert!(Baseline::Direct.wanted(&some) && Baseline::L4.wanted(&some));
+        assert!(!Baseline::Nginx.wanted(&some) && !Baseline::Haproxy.wanted(&some));
+        let all = common(&["aether-load", "relay", "--baseline", "all"]);
+        assert!(Baseline::Haproxy.wanted(&all) && Baseline::Nginx.wanted(&all));
+        assert!(!Baseline::Direct.wanted(&common(&["aether-load", "relay"])));
     }
 
     #[test]

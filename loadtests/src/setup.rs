@@ -10,8 +10,10 @@ use protocol::WorkspaceStatus;
 
 use crate::api::{self, Api};
 use crate::cli::{Baseline, Common};
-use crate::nginx::{Nginx, NginxConfig};
 use crate::procfs;
+use crate::proxy::Foreground;
+use crate::proxy::haproxy::{self, HaproxyConfig, Mode};
+use crate::proxy::nginx::{self, NginxConfig};
 use crate::servers::{self, GatewaySpawn, Proc};
 
 /// Idle timeout of a spawned gateway when none is given: longer than any run, so nothing stops.
@@ -29,7 +31,7 @@ pub enum Backend {
 /// One thing to measure.
 #[derive(Debug, Clone)]
 pub struct Target {
-    /// `gateway`, `direct` or `nginx`.
+    /// `gateway`, `direct`, `nginx`, `haproxy` or `l4`.
     pub name: &'static str,
     /// One WebSocket URL per workspace.
     pub urls: Vec<String>,
@@ -187,7 +189,7 @@ pub struct Setup {
     pub bin_dir: PathBuf,
     pub gateway: Option<GatewayHandle>,
     services: Vec<Proc>,
-    nginx: Option<Nginx>,
+    proxies: Vec<Foreground>,
 }
 
 impl Setup {
@@ -246,15 +248,15 @@ impl Setup {
             bin_dir,
             gateway,
             services: Vec::new(),
-            nginx: None,
+            proxies: Vec::new(),
         })
     }
 
-    /// The baselines asked for, over `n` workspace-service processes shared by both.
+    /// The baselines asked for, over `n` workspace-service processes shared by all of them.
     pub async fn baselines(&mut self, common: &Common, n: usize) -> Result<Vec<Target>> {
-        let want_direct = matches!(common.baseline, Baseline::Direct | Baseline::All);
-        let want_nginx = matches!(common.baseline, Baseline::Nginx | Baseline::All);
-        if !want_direct && !want_nginx {
+        let wanted = |b: Baseline| b.wanted(&common.baseline);
+        let proxies = [Baseline::Nginx, Baseline::Haproxy, Baseline::L4];
+        if !wanted(Baseline::Direct) && !proxies.into_iter().any(wanted) {
             return Ok(Vec::new());
         }
         for i in 0..n {
@@ -265,46 +267,62 @@ impl Setup {
                     .await?,
             );
         }
+        let upstreams: Vec<_> = self.services.iter().map(|s| s.addr).collect();
         let backend: Vec<u32> = self.services.iter().map(|s| s.pid).collect();
+        let target = |name, urls, pids, pids_with_children| Target {
+            name,
+            urls,
+            pids,
+            pids_with_children,
+            backend: Backend::Pids(backend.clone()),
+            expect_status: false,
+            gateway_base: None,
+        };
+        let by_path = |addr| (0..n).map(|i| format!("ws://{addr}/w{i}/ws")).collect();
         let mut out = Vec::new();
-        if want_direct {
-            out.push(Target {
-                name: "direct",
-                urls: self
-                    .services
-                    .iter()
-                    .map(|s| format!("ws://{}/ws", s.addr))
-                    .collect(),
-                pids: backend.clone(),
-                pids_with_children: false,
-                backend: Backend::Pids(backend.clone()),
-                expect_status: false,
-                gateway_base: None,
-            });
+        if wanted(Baseline::Direct) {
+            let urls = upstreams.iter().map(|a| format!("ws://{a}/ws")).collect();
+            out.push(target("direct", urls, backend.clone(), false));
         }
-        if want_nginx {
-            let prefix = self.tmp.path().join("nginx");
-            let upstreams: Vec<_> = self.services.iter().map(|s| s.addr).collect();
-            let nginx = Nginx::start(NginxConfig {
+        if wanted(Baseline::Nginx) {
+            let proxy = nginx::start(NginxConfig {
                 bin: &common.nginx_bin,
-                prefix: &prefix,
+                prefix: &self.tmp.path().join("nginx"),
                 workers: &common.nginx_workers,
                 upstreams: &upstreams,
             })
             .await
             .context("nginx baseline")?;
-            out.push(Target {
-                name: "nginx",
-                urls: (0..n)
-                    .map(|i| format!("ws://{}/w{i}/ws", nginx.addr))
-                    .collect(),
-                pids: vec![nginx.pid],
-                pids_with_children: true,
-                backend: Backend::Pids(backend),
-                expect_status: false,
-                gateway_base: None,
-            });
-            self.nginx = Some(nginx);
+            // nginx's workers are forked after it starts: sample its children too.
+            out.push(target(
+                "nginx",
+                by_path(proxy.addrs[0]),
+                vec![proxy.pid],
+                true,
+            ));
+            self.proxies.push(proxy);
+        }
+        for (name, mode, baseline) in [
+            ("haproxy", Mode::Http, Baseline::Haproxy),
+            ("l4", Mode::Tcp, Baseline::L4),
+        ] {
+            if !wanted(baseline) {
+                continue;
+            }
+            let proxy = haproxy::start(HaproxyConfig {
+                bin: &common.haproxy_bin,
+                dir: &self.tmp.path().join(name),
+                mode,
+                upstreams: &upstreams,
+            })
+            .await
+            .with_context(|| format!("{name} baseline"))?;
+            let urls = match mode {
+                Mode::Http => by_path(proxy.addrs[0]),
+                Mode::Tcp => proxy.addrs.iter().map(|a| format!("ws://{a}/ws")).collect(),
+            };
+            out.push(target(name, urls, vec![proxy.pid], false));
+            self.proxies.push(proxy);
         }
         Ok(out)
     }
@@ -315,10 +333,10 @@ impl Setup {
             .context("this scenario needs a gateway: --spawn or --url")
     }
 
-    /// Stops nginx, the workspace services and a spawned gateway.
+    /// Stops the proxies, the workspace services and a spawned gateway.
     pub async fn teardown(mut self) {
-        if let Some(mut n) = self.nginx.take() {
-            n.stop().await;
+        for p in &mut self.proxies {
+            p.stop().await;
         }
         for s in &mut self.services {
             s.stop().await;

@@ -1,28 +1,14 @@
-//! The `nginx` baseline: Debian's nginx as a plain WebSocket reverse proxy in front of the same
-//! workspace services as the `direct` baseline, run in the foreground from its own temporary
-//! prefix and stopped when the value drops.
-//!
-//! nginx cannot listen on port 0, so the harness binds a free port, releases it, hands it to
-//! nginx, and retries with another if nginx reports the port taken in between. Readiness is a
-//! successful TCP connect (nginx prints nothing when ready).
+//! The `nginx` baseline: Debian's nginx as a plain WebSocket reverse proxy, one path prefix
+//! `/w{i}/` per workspace service.
 
 use std::fmt::Write as _;
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::path::Path;
 
-use anyhow::{Context, Result, bail};
-use tokio::process::{Child, Command};
-use tokio::time::Instant;
+use anyhow::Result;
+use tokio::process::Command;
 
-/// A running nginx.
-pub struct Nginx {
-    child: Child,
-    pub addr: SocketAddr,
-    pub pid: u32,
-    pub prefix: PathBuf,
-}
+use super::{Foreground, running_as_root};
 
 /// How nginx is set up; `workers` is `worker_processes` (a number or `auto`).
 pub struct NginxConfig<'a> {
@@ -33,91 +19,24 @@ pub struct NginxConfig<'a> {
     pub upstreams: &'a [SocketAddr],
 }
 
-impl Nginx {
-    pub async fn start(cfg: NginxConfig<'_>) -> Result<Nginx> {
-        std::fs::create_dir_all(cfg.prefix.join("tmp"))?;
-        let mut last_err = None;
-        for _ in 0..5 {
-            let port = free_port()?;
-            match Self::try_start(&cfg, port).await {
-                Ok(n) => return Ok(n),
-                Err(e) => last_err = Some(e),
-            }
-        }
-        Err(last_err.expect("tried at least once"))
-    }
-
-    async fn try_start(cfg: &NginxConfig<'_>, port: u16) -> Result<Nginx> {
-        let conf = cfg.prefix.join("nginx.conf");
-        std::fs::write(&conf, config_text(cfg, port))?;
-        let error_log = cfg.prefix.join("error.log");
-        let mut child = Command::new(cfg.bin)
-            .arg("-p")
+/// Starts nginx; workspace `i` is at `ws://ADDR/w{i}/ws`.
+pub async fn start(cfg: NginxConfig<'_>) -> Result<Foreground> {
+    std::fs::create_dir_all(cfg.prefix.join("tmp"))?;
+    let conf = cfg.prefix.join("nginx.conf");
+    let error_log = cfg.prefix.join("error.log");
+    Foreground::start(1, &error_log, "QUIT", |ports| {
+        std::fs::write(&conf, config_text(&cfg, ports[0]))?;
+        let mut cmd = Command::new(cfg.bin);
+        cmd.arg("-p")
             .arg(cfg.prefix)
             .arg("-c")
             .arg(&conf)
             .arg("-e")
             .arg(&error_log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("spawn {}", cfg.bin.display()))?;
-        let pid = child.id().context("nginx pid")?;
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = child.try_wait()? {
-                let log = std::fs::read_to_string(&error_log).unwrap_or_default();
-                bail!("nginx exited ({status}) on port {port}: {log}");
-            }
-            if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                break;
-            }
-            if Instant::now() > deadline {
-                bail!("nginx not listening on {addr} in time");
-            }
-            // Polling the port is the readiness check: nginx has no readiness line.
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Ok(Nginx {
-            child,
-            addr,
-            pid,
-            prefix: cfg.prefix.to_path_buf(),
-        })
-    }
-
-    /// `nginx -s quit` semantics through SIGQUIT (graceful), then SIGKILL.
-    pub async fn stop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-QUIT", &self.pid.to_string()])
-            .status()
-            .await;
-        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
-            .await
-            .is_err()
-        {
-            let _ = self.child.kill().await;
-        }
-    }
-}
-
-/// A port that was free a moment ago.
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-fn running_as_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .map(|u| u.split_whitespace().next() == Some("0"))
-        })
-        .unwrap_or(false)
+            .stderr(std::process::Stdio::null());
+        Ok(cmd)
+    })
+    .await
 }
 
 /// The whole configuration: a plain WebSocket reverse proxy, nothing more.
