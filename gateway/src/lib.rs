@@ -12,7 +12,8 @@
 //! - [`session`]: the WebSocket route — handshake, waking, relaying.
 //! - [`rest`]: the Aether REST API, health, readiness, metrics, local tokens.
 //! - [`web`]: the web terminal page.
-//! - [`server`]: the listener — HTTP/1.1 (optionally TLS) with upgrades, and draining.
+//! - [`server`]: the listener — HTTP/1.1 (optionally TLS) with upgrades, and draining;
+//!   [`shards`]: its threads, one single-threaded runtime and listener each.
 //! - [`error`]: every error classified into an HTTP status and a close code, in one place.
 //! - [`metrics`]: Prometheus metrics.
 //!
@@ -28,6 +29,7 @@ pub mod registry;
 pub mod rest;
 pub mod server;
 pub mod session;
+pub mod shards;
 pub mod tls;
 pub mod web;
 
@@ -74,6 +76,8 @@ pub fn router(app: Arc<App>) -> Router {
 pub struct Gateway {
     pub app: Arc<App>,
     pub listener: TcpListener,
+    /// More listeners on the same port, each served on a thread of its own ([`shards`]).
+    pub more_listeners: Vec<std::net::TcpListener>,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub grace: std::time::Duration,
 }
@@ -151,6 +155,7 @@ impl Gateway {
         Ok(Gateway {
             app,
             listener,
+            more_listeners: Vec::new(),
             tls,
             grace: config.shutdown_grace,
         })
@@ -166,6 +171,7 @@ impl Gateway {
         let router = router(self.app.clone());
         server::run(
             self.listener,
+            self.more_listeners,
             self.tls,
             self.app,
             router,
@@ -178,11 +184,15 @@ impl Gateway {
 
 /// `aether-gateway serve`: binds, prints `listening on <addr>` on stdout (the readiness line
 /// supervisors and tests wait for), serves until SIGTERM or SIGINT, drains, returns.
+///
+/// It serves on `config.threads` threads: the caller's (run it on a single-threaded runtime, as
+/// `main` does) and one more per further listener (see [`shards`]).
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let listener = server::bind(config.listen)
-        .await
+    let mut listeners = shards::bind(config.listen, config.threads())
         .with_context(|| format!("binding {}", config.listen))?;
-    let gateway = Gateway::build(&config, listener).await?;
+    let first = TcpListener::from_std(listeners.remove(0))?;
+    let mut gateway = Gateway::build(&config, first).await?;
+    gateway.more_listeners = listeners;
     let addr = gateway.local_addr()?;
     let scheme = if gateway.tls.is_some() {
         "https"

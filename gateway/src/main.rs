@@ -90,7 +90,9 @@ fn run_serve(args: &ServeArgs) -> ExitCode {
         }
         return ExitCode::from(EXIT_CONFIG);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // Single-threaded: `serve` starts one more thread with a runtime of its own per further
+    // listener (thread per core, see `gateway::shards`).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

@@ -1,7 +1,9 @@
 //! The listener: accept connections, serve HTTP/1.1 (optionally over TLS) with upgrades, and
 //! drain on shutdown.
 //!
-//! The accept loop only accepts; each connection is its own task, and its errors end there.
+//! The accept loop only accepts; each connection is its own task, and its errors end there. One
+//! loop runs on the caller's runtime; each further listener (on the same port) gets a thread and a
+//! single-threaded runtime of its own ([`crate::shards`]), whose connections stay on it.
 //! Shutdown follows the design: report not-ready, stop accepting, close every WebSocket session
 //! with 1012 (they are tracked in [`App::sessions`], because hyper's graceful shutdown does not
 //! see upgraded connections), let in-flight HTTP requests finish, all within a grace period.
@@ -30,9 +32,11 @@ use crate::session::{Corked, SessionSlot};
 /// How long a client may take to send its request headers (and finish a TLS handshake).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves `router` on `listener` until `shutdown` completes, then drains within `grace`.
+/// Serves `router` on `listener`, and on each of `more` on a thread of its own, until `shutdown`
+/// completes, then drains within `grace`.
 pub async fn run(
     listener: TcpListener,
+    more: Vec<std::net::TcpListener>,
     tls: Option<TlsAcceptor>,
     app: Arc<App>,
     router: Router,
@@ -52,15 +56,33 @@ pub async fn run(
     // Aborted if this future is dropped, so the listener never outlives it.
     let accepting = AbortOnDropHandle::new(tokio::spawn(accept(
         listener,
-        tls,
-        router,
+        tls.clone(),
+        router.clone(),
         connections.clone(),
         stop_http.clone(),
         stop_accepting.clone(),
     )));
+    // The other shards accept until told to stop, then keep running their connections' tasks
+    // (sessions, and owner tasks spawned from them) until everything has drained.
+    let drained = CancellationToken::new();
+    let mut shards = Vec::new();
+    for (i, listener) in more.into_iter().enumerate() {
+        let (tls, router, connections) = (tls.clone(), router.clone(), connections.clone());
+        let (stop_http, stop, drained) =
+            (stop_http.clone(), stop_accepting.clone(), drained.clone());
+        let serve = move |listener| async move {
+            accept(listener, tls, router, connections, stop_http, stop).await;
+            drained.cancelled().await;
+        };
+        match crate::shards::spawn(i + 1, listener, serve) {
+            Ok(thread) => shards.push(thread),
+            // Its listener is closed with it, so the kernel sends its share to the others.
+            Err(error) => tracing::error!(shard = i + 1, %error, "cannot start a serving thread"),
+        }
+    }
     shutdown.await;
     stop_accepting.cancel();
-    // The listener is dropped when the loop ends: no connection is accepted after this.
+    // The listeners are dropped when the loops end: no connection is accepted after this.
     let _ = accepting.await;
 
     tracing::info!("draining: closing sessions with 1012");
@@ -69,15 +91,19 @@ pub async fn run(
     app.sessions.close();
     stop_http.cancel();
     connections.close();
-    let drained = tokio::time::timeout(grace, async {
+    let finished = tokio::time::timeout(grace, async {
         tokio::join!(connections.wait(), app.sessions.wait());
     })
     .await;
-    match drained {
+    match finished {
         Ok(_) => tracing::info!("drained"),
         Err(_) => tracing::warn!(?grace, "grace period over; dropping what is left"),
     }
     app.registry.closed().await;
+    drained.cancel();
+    for thread in shards {
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
 }
 
 /// Accepts connections until `stop` is cancelled, each served by its own task in `connections`.
@@ -197,18 +223,6 @@ async fn serve_http<IO>(
     if let Err(error) = result {
         tracing::debug!(%peer, %error, "connection ended with an error");
     }
-}
-
-/// Accepts connections on an address (for `serve`).
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = match addr {
-        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
-    };
-    // A restarted gateway must be able to bind its port while old connections sit in TIME_WAIT.
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(4096)
 }
 
 /// Drops parked workspace-service connections that waited too long, until the gateway drains;

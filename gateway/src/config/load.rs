@@ -59,6 +59,9 @@ pub struct ServeArgs {
     /// On SIGTERM, time sessions get to close [default: 10s]
     #[arg(long, env = "AETHER_GATEWAY_SHUTDOWN_GRACE", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Option<Duration>,
+    /// Threads serving connections, one listener and event loop each [default: one per CPU]
+    #[arg(long, env = "AETHER_GATEWAY_THREADS", value_name = "N")]
+    pub threads: Option<usize>,
     /// How often running workspaces are asked for active agent tasks [default: 5s]
     #[arg(long, env = "AETHER_GATEWAY_TASK_POLL_INTERVAL", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub task_poll_interval: Option<Duration>,
@@ -165,6 +168,7 @@ impl ServeArgs {
         set(&mut c.idle_timeout, &self.idle_timeout);
         set(&mut c.boot_timeout, &self.boot_timeout);
         set(&mut c.shutdown_grace, &self.shutdown_grace);
+        set_some(&mut c.threads, &self.threads);
         set(&mut c.task_poll_interval, &self.task_poll_interval);
         set(&mut c.allowed_origins, &self.allowed_origins);
         set_some(&mut c.local_token, &self.local_token);

@@ -76,6 +76,10 @@ pub struct Config {
     /// Default `10s`. Flag `--shutdown-grace`, env `AETHER_GATEWAY_SHUTDOWN_GRACE`.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Threads that serve connections, each with its own event loop and listener on the same
+    /// port (see `crate::shards`). Default: one per CPU. Flag `--threads`, env
+    /// `AETHER_GATEWAY_THREADS`.
+    pub threads: Option<usize>,
     /// How often a running workspace's service is asked for active agent tasks (its `/status`).
     /// Default `5s`. Flag `--task-poll-interval`, env `AETHER_GATEWAY_TASK_POLL_INTERVAL`.
     #[serde(with = "humantime_serde")]
@@ -110,6 +114,7 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(10 * 60),
             boot_timeout: Duration::from_secs(5 * 60),
             shutdown_grace: Duration::from_secs(10),
+            threads: None,
             task_poll_interval: Duration::from_secs(5),
             allowed_origins: Vec::new(),
             local_token: None,
@@ -328,6 +333,9 @@ impl Config {
                 "not set, and no default: neither XDG_DATA_HOME nor HOME is set".into(),
             );
         }
+        if self.threads == Some(0) {
+            bad("threads", "must be at least 1".into());
+        }
         for (field, value) in [
             ("idle_timeout", self.idle_timeout),
             ("boot_timeout", self.boot_timeout),
@@ -442,6 +450,11 @@ impl Config {
         } else {
             Err(ValidationErrors(errors))
         }
+    }
+
+    /// How many threads serve connections: `threads`, else one per CPU.
+    pub fn threads(&self) -> usize {
+        self.threads.unwrap_or_else(crate::shards::default_threads)
     }
 
     /// Whether `POST /auth/local-token` is served (to loopback peers only).

@@ -49,6 +49,7 @@ fn defaults_are_the_documented_ones() {
     assert_eq!(c.boot_timeout, Duration::from_secs(300));
     assert_eq!(c.shutdown_grace, Duration::from_secs(10));
     assert_eq!(c.task_poll_interval, Duration::from_secs(5));
+    assert_eq!(c.threads, None, "one per CPU");
     assert_eq!(c.local.boot_delay, Duration::ZERO);
     assert_eq!(c.local.stop_grace, Duration::from_secs(10));
     assert_eq!(c.local.ready_timeout, Duration::from_secs(30));
@@ -164,6 +165,7 @@ fn every_setting_has_a_variable() {
         ("AETHER_GATEWAY_DATA_DIR", "/data"),
         ("AETHER_GATEWAY_SHUTDOWN_GRACE", "1s"),
         ("AETHER_GATEWAY_TASK_POLL_INTERVAL", "2s"),
+        ("AETHER_GATEWAY_THREADS", "3"),
         (
             "AETHER_GATEWAY_ALLOWED_ORIGINS",
             "https://a.example,https://b.example",
@@ -194,6 +196,7 @@ fn every_setting_has_a_variable() {
     assert_eq!(c.data_dir, PathBuf::from("/data"));
     assert_eq!(c.shutdown_grace, Duration::from_secs(1));
     assert_eq!(c.task_poll_interval, Duration::from_secs(2));
+    assert_eq!((c.threads, c.threads()), (Some(3), 3));
     assert_eq!(
         c.allowed_origins,
         vec!["https://a.example", "https://b.example"]
@@ -289,6 +292,7 @@ fn validate_names_every_bad_field() {
     let mut c = Config {
         data_dir: "/d".into(),
         idle_timeout: Duration::ZERO,
+        threads: Some(0),
         allowed_origins: vec!["https://ok.example".into(), "ftp://x".into()],
         ..Config::default()
     };
@@ -306,6 +310,7 @@ fn validate_names_every_bad_field() {
     let fields: Vec<_> = errors.0.iter().map(|e| e.field).collect();
     for field in [
         "idle_timeout",
+        "threads",
         "ws.pong_timeout",
         "ws.max_message",
         "ws.client_queue",

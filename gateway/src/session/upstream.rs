@@ -12,8 +12,10 @@
 //!
 //! A parked connection is only handed out for the same endpoint, only if nothing arrived on it
 //! meanwhile (a close, an error or an unexpected frame discard it), and for at most
-//! [`MAX_PARKED_FOR`]; at most [`MAX_PARKED`] wait per workspace, and a sweep drops the stale
-//! ones of workspaces nobody visits any more.
+//! [`MAX_PARKED_FOR`]; at most [`MAX_PARKED`] wait per workspace and serving thread, and a sweep
+//! drops the stale ones of workspaces nobody visits any more. A connection is only handed to a
+//! session on the thread that parked it (see [`crate::shards`]): its socket belongs to that
+//! thread's event loop.
 
 use std::time::Duration;
 
@@ -36,6 +38,7 @@ use super::readahead::ReadAhead;
 use crate::metrics::Metrics;
 use crate::provider::Endpoint;
 use crate::registry::Handle;
+use crate::shards;
 
 pub(super) type Upstream = WebSocketStream<ReadAhead<TcpStream>>;
 
@@ -64,9 +67,10 @@ impl Parked {
     }
 }
 
-/// Released connections, by workspace. No map guard is held across an `.await`.
+/// Released connections, by workspace and serving thread. No map guard is held across an
+/// `.await`.
 pub struct Pool {
-    parked: DashMap<Uuid, Vec<Parked>>,
+    parked: DashMap<(Uuid, usize), Vec<Parked>>,
     /// `aether_gateway_upstream_parked`: kept equal to the number of parked connections.
     gauge: Gauge,
 }
@@ -88,7 +92,7 @@ impl Pool {
         metrics: &Metrics,
     ) -> Result<Upstream, String> {
         let url = endpoint.ws_url();
-        while let Some(mut ws) = self.take(handle.id(), &url) {
+        while let Some(mut ws) = self.take(handle.id(), shards::current(), &url) {
             // Fed, not flushed: the relay flushes it with the client's first frames.
             if ws.feed(Message::text(ATTACH)).await.is_ok() {
                 metrics.upstream_used(true);
@@ -103,9 +107,10 @@ impl Pool {
         Ok(ws)
     }
 
-    /// The newest parked connection for `url` that is still quiet; stale ones are dropped.
-    fn take(&self, id: Uuid, url: &str) -> Option<Upstream> {
-        let mut parked = self.parked.get_mut(&id)?;
+    /// The newest parked connection for `url` that shard `shard` parked and that is still quiet;
+    /// stale ones are dropped.
+    fn take(&self, id: Uuid, shard: usize, url: &str) -> Option<Upstream> {
+        let mut parked = self.parked.get_mut(&(id, shard))?;
         let now = Instant::now();
         while let Some(mut p) = parked.pop() {
             self.gauge.dec();
@@ -123,13 +128,13 @@ impl Pool {
         if released != Ok(true) || handle.snapshot().status != WorkspaceStatus::Running {
             return;
         }
-        self.park(handle.id(), endpoint.ws_url(), ws);
+        self.park(handle.id(), shards::current(), endpoint.ws_url(), ws);
     }
 
     /// Parks a released connection, unless the workspace already has its fill.
-    fn park(&self, id: Uuid, url: String, ws: Upstream) {
+    fn park(&self, id: Uuid, shard: usize, url: String, ws: Upstream) {
         let now = Instant::now();
-        let mut parked = self.parked.entry(id).or_default();
+        let mut parked = self.parked.entry((id, shard)).or_default();
         self.drop_stale(&mut parked, now);
         if parked.len() < MAX_PARKED {
             parked.push(Parked {
@@ -320,15 +325,15 @@ mod tests {
         for _ in 0..MAX_PARKED + 2 {
             let (ours, theirs) = pair().await;
             services.push(theirs);
-            pool.park(id, URL.into(), ours);
+            pool.park(id, 0, URL.into(), ours);
         }
         assert_eq!(gauge.get(), MAX_PARKED as i64);
         for _ in 0..MAX_PARKED {
-            assert!(pool.take(id, URL).is_some());
+            assert!(pool.take(id, 0, URL).is_some());
         }
-        assert!(pool.take(id, URL).is_none());
+        assert!(pool.take(id, 0, URL).is_none());
         assert!(
-            pool.take(Uuid::new_v4(), URL).is_none(),
+            pool.take(Uuid::new_v4(), 0, URL).is_none(),
             "other workspaces have none"
         );
         assert_eq!(gauge.get(), 0);
@@ -340,22 +345,36 @@ mod tests {
         let pool = Pool::new(gauge.clone());
         let id = Uuid::new_v4();
         let (ours, _theirs) = pair().await;
-        pool.park(id, URL.into(), ours);
+        pool.park(id, 0, URL.into(), ours);
         // The workspace moved (restarted elsewhere): the old connection is dropped, not used.
-        assert!(pool.take(id, "ws://127.0.0.1:2/ws").is_none());
+        assert!(pool.take(id, 0, "ws://127.0.0.1:2/ws").is_none());
         assert_eq!(gauge.get(), 0);
 
         let (a, _a) = pair().await;
         let (b, _b) = pair().await;
-        pool.park(id, URL.into(), a);
+        pool.park(id, 0, URL.into(), a);
         tokio::time::advance(MAX_PARKED_FOR / 2).await;
-        pool.park(id, URL.into(), b);
+        pool.park(id, 0, URL.into(), b);
         tokio::time::advance(MAX_PARKED_FOR / 2 + Duration::from_secs(1)).await;
         pool.sweep();
         assert_eq!(gauge.get(), 1, "the older one expired");
         tokio::time::advance(MAX_PARKED_FOR).await;
-        assert!(pool.take(id, URL).is_none(), "the newer one expired too");
+        assert!(pool.take(id, 0, URL).is_none(), "the newer one expired too");
         assert_eq!(gauge.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_connection_serves_only_the_thread_that_parked_it() {
+        let pool = Pool::new(Gauge::default());
+        let id = Uuid::new_v4();
+        let (ours, _theirs) = pair().await;
+        pool.park(id, 1, URL.into(), ours);
+        assert!(
+            pool.take(id, 0, URL).is_none(),
+            "another thread's event loop"
+        );
+        assert!(pool.take(id, 2, URL).is_none());
+        assert!(pool.take(id, 1, URL).is_some());
     }
 
     #[tokio::test]
@@ -363,17 +382,17 @@ mod tests {
         let pool = Pool::new(Gauge::default());
         let id = Uuid::new_v4();
         let (ours, mut theirs) = pair().await;
-        pool.park(id, URL.into(), ours);
+        pool.park(id, 0, URL.into(), ours);
         theirs.close(None).await.unwrap();
         // When the close is noticed depends on the reactor polling the socket, which a yield
         // lets it do; once noticed, the connection must be dropped instead of handed out.
         let mut discarded = false;
         for _ in 0..100 {
-            let Some(ws) = pool.take(id, URL) else {
+            let Some(ws) = pool.take(id, 0, URL) else {
                 discarded = true;
                 break;
             };
-            pool.park(id, URL.into(), ws);
+            pool.park(id, 0, URL.into(), ws);
             tokio::task::yield_now().await;
         }
         assert!(discarded, "the closed connection kept being handed out");
