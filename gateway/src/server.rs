@@ -63,8 +63,13 @@ pub async fn run(
         stop_accepting.clone(),
     )));
     // The other shards accept until told to stop, then keep running their connections' tasks
-    // (sessions, and owner tasks spawned from them) until everything has drained.
+    // (sessions, and owner tasks spawned from them) until everything has drained. Should this
+    // future be dropped instead of finishing, the guards stop their threads all the same.
     let drained = CancellationToken::new();
+    let _stop_shards = (
+        stop_accepting.clone().drop_guard(),
+        drained.clone().drop_guard(),
+    );
     let mut shards = Vec::new();
     for (i, listener) in more.into_iter().enumerate() {
         let (tls, router, connections) = (tls.clone(), router.clone(), connections.clone());
@@ -82,7 +87,8 @@ pub async fn run(
     }
     shutdown.await;
     stop_accepting.cancel();
-    // The listeners are dropped when the loops end: no connection is accepted after this.
+    // Each listener is dropped when its loop ends; the other shards' loops end on their threads
+    // at the same time.
     let _ = accepting.await;
 
     tracing::info!("draining: closing sessions with 1012");

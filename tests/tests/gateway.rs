@@ -438,7 +438,9 @@ const UPSTREAMS: &str = "aether_gateway_upstream_connections_total";
 
 #[tokio::test]
 async fn a_service_connection_a_client_left_serves_the_next_client() -> Result<()> {
-    let (gw, api) = gateway(&[]).await?;
+    // One serving thread: a parked connection serves only clients of the thread that parked it,
+    // and which thread takes a new connection is the kernel's pick.
+    let (gw, api) = gateway(&["--threads", "1"]).await?;
     let id = api.create(json!({})).await?;
     let url = gw.ws_url(&id);
     let mut s = Session::bearer(&url, &token("alice")).await?;
