@@ -254,11 +254,10 @@ impl Setup {
 
     /// The baselines asked for, over `n` workspace-service processes shared by all of them.
     pub async fn baselines(&mut self, common: &Common, n: usize) -> Result<Vec<Target>> {
-        let wanted = |b: Baseline| b.wanted(&common.baseline);
-        let proxies = [Baseline::Nginx, Baseline::Haproxy, Baseline::L4];
-        if !wanted(Baseline::Direct) && !proxies.into_iter().any(wanted) {
+        if common.baseline.iter().all(|&b| b == Baseline::None) {
             return Ok(Vec::new());
         }
+        let wanted = |b: Baseline| b.wanted(&common.baseline);
         for i in 0..n {
             let dir = self.tmp.path().join(format!("service-{i}"));
             let log = self.tmp.path().join(format!("service-{i}.log"));
